@@ -1,0 +1,4 @@
+"""Any2Point: frozen 1D/2D transformers as 3D point-cloud classifiers. Framework code only (no I/O, no downloads)."""
+from core.model import Any2Point
+
+__all__ = ["Any2Point"]

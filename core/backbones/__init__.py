@@ -1,0 +1,67 @@
+"""Backbone families behind one protocol (see base.py). Adding a backbone = one file + one line in `wrap`."""
+from core.backbones.base import Backbone
+from core.backbones.hf_audio import HFAST, HFWhisperEncoder
+from core.backbones.hf_text import HFBert, HFCLIPText
+from core.backbones.timm_vit import TimmViT
+
+# (class name of the library model, family); matched on the model's class hierarchy
+FAMILIES = [
+    ("VisionTransformer", TimmViT),
+    ("BertModel", HFBert), ("RobertaModel", HFBert), ("XLMRobertaModel", HFBert),
+    ("CLIPTextModel", HFCLIPText), ("CLIPTextTransformer", HFCLIPText), ("CLIPTextModelWithProjection", HFCLIPText),
+    ("WhisperEncoder", HFWhisperEncoder), ("WhisperModel", HFWhisperEncoder),
+    ("ASTModel", HFAST),
+]
+
+
+def wrap(model):
+    """A library model (timm / transformers nn.Module) -> its Backbone family."""
+    if isinstance(model, Backbone):
+        return model
+    names = [cls.__name__ for cls in type(model).__mro__]
+    for name, family in FAMILIES:
+        if name in names:
+            return family(model)
+    raise ValueError(f"no backbone family for {type(model).__name__}; add one in core/backbones/ "
+                     f"(supported: {', '.join(n for n, _ in FAMILIES)})")
+
+
+def build_backbone(spec, *, pretrained=True, revision=None, **kwargs):
+    """A spec string or a model -> Backbone, frozen and in eval mode.
+
+    Specs: "timm:<model name>" (kwargs go to timm.create_model, e.g. pretrained=False, img_size=..., depth=...),
+    "hf-text:<repo id>" and "hf-audio:<repo id>" (transformers from_pretrained at `revision`).
+    "packaged:<name>" specs are offline PyPI backbones; zoo.build_backbone resolves them.
+    """
+    if not isinstance(spec, str):
+        model = spec
+    else:
+        kind, _, name = spec.partition(":")
+        if kind == "timm":
+            import timm
+            model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
+        elif kind in ("hf-text", "hf-audio"):
+            model = _from_transformers(name, revision, pretrained, **kwargs)
+        elif kind == "packaged":
+            raise ValueError(f"{spec!r} is a packaged backbone: build it with zoo.build_backbone({spec!r})")
+        else:
+            raise ValueError(f"unknown backbone spec {spec!r}: expected timm:, hf-text:, hf-audio: or packaged:")
+    backbone = wrap(model)
+    backbone.requires_grad_(False)
+    return backbone.eval()
+
+
+def _from_transformers(repo, revision, pretrained, **kwargs):
+    import transformers
+    config = transformers.AutoConfig.from_pretrained(repo, revision=revision)
+    for key, value in kwargs.items():
+        setattr(config, key, value)
+    if config.model_type == "clip":  # the text tower only
+        cls, config = transformers.CLIPTextModel, config.text_config
+    elif config.model_type == "whisper":
+        cls = transformers.WhisperModel
+    else:
+        cls = transformers.AutoModel
+    if not pretrained:
+        return cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
+    return cls.from_pretrained(repo, revision=revision, config=config)

@@ -1,0 +1,278 @@
+import math
+
+import pytest
+import torch
+
+from core.adapter import pool_max_mean
+from core.backbones import build_backbone
+from core.points import farthest_point_sample, knn, normalize
+from core.projection import (VirtualProjection, cell_ids_1d, project_1d, project_2d, rotate_views, sample_1d,
+                             sample_2d, view_rotations, voxel_ids)
+from tests.tiny import TINY, shape_cloud, tiny_model
+
+FAMILIES = list(TINY)
+
+
+def clouds(b=3, n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(b, n, 3, generator=g) * torch.tensor([1.0, 0.5, 2.0])
+
+
+# --- points ----------------------------------------------------------------------------------------------------
+def test_normalize_unit_sphere_per_sample():
+    x = clouds() * torch.tensor([1.0, 10.0, 100.0])[:, None, None] + 5
+    y = normalize(x)
+    assert torch.allclose(y.mean(1), torch.zeros(3, 3), atol=1e-5)
+    assert torch.allclose(y.norm(dim=-1).amax(1), torch.ones(3), atol=1e-6)
+
+
+def test_fps_spreads_points_and_is_order_independent():
+    x = clouds(2, 500)
+    idx = farthest_point_sample(x, 16)
+    assert idx.shape == (2, 16) and all(len(set(r.tolist())) == 16 for r in idx)
+    perm = torch.randperm(500)
+    idx_p = farthest_point_sample(x[:, perm], 16)
+    assert torch.equal(x[torch.arange(2)[:, None], idx], x[:, perm][torch.arange(2)[:, None], idx_p])
+    # the first pick is the point farthest from the centroid
+    far = (x - x.mean(1, keepdim=True)).norm(dim=-1).argmax(1)
+    assert torch.equal(idx[:, 0], far)
+
+
+def test_knn_matches_bruteforce():
+    x = clouds(2, 100)
+    q = x[:, :5]
+    idx = knn(q, x, 4)
+    d = ((q[:, :, None] - x[:, None]) ** 2).sum(-1)
+    assert torch.equal(idx, d.argsort(-1)[..., :4])
+    assert torch.equal(idx[..., 0], torch.arange(5).expand(2, 5))  # each query's nearest is itself
+
+
+# --- projection --------------------------------------------------------------------------------------------------
+def test_views_are_rotations():
+    r = view_rotations()
+    assert r.shape == (6, 3, 3)
+    assert torch.allclose(r @ r.transpose(1, 2), torch.eye(3).expand(6, 3, 3), atol=1e-6)
+    assert torch.allclose(torch.linalg.det(r), torch.ones(6), atol=1e-6)
+
+
+@pytest.mark.parametrize("distance", [1.4, 1.8, 3.0])
+def test_unit_sphere_fills_the_image_plane(distance):
+    # points on the sphere's silhouette land on the plane's edge, the centre on the centre
+    theta = math.asin(1 / distance)
+    edge = torch.tensor([[math.cos(theta), 0.0, -math.sin(theta)]])  # tangent point seen from the camera
+    uv = project_2d(edge.reshape(1, 1, 1, 3), distance)
+    assert abs(abs(uv[0, 0, 0, 0].item()) - 1) < 1e-5
+    assert torch.equal(project_2d(torch.zeros(1, 1, 1, 3), distance), torch.zeros(1, 1, 1, 2))
+    pts = normalize(clouds(2, 400))
+    uv = project_2d(rotate_views(pts), distance)
+    assert uv.abs().max() <= 1
+
+
+def test_1d_positions_are_per_sample():
+    a, b = normalize(clouds(1, 64, seed=1)), normalize(clouds(1, 64, seed=2)) * 0.1
+    alone = project_1d(rotate_views(a))
+    together = project_1d(rotate_views(torch.cat([a, b])))
+    assert torch.equal(alone[:, 0], together[:, 0])
+    assert alone.amin() == 0 and alone.amax() == 1
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_pe_sampling_reproduces_pretrained_table(family):
+    bb = build_backbone(TINY[family]())
+    table = bb.pos_table()
+    if bb.pos_kind == "2d":
+        h, w, c = table.shape
+        rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+        uv = torch.stack([(2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1], dim=-1).float()  # patch centres
+        got = sample_2d(table, uv)
+    else:
+        got = sample_1d(table, torch.arange(table.shape[0]).float())
+    assert (got - table).abs().max().item() <= 1e-6
+    # and the table really is the model's own weights, not a copy
+    assert table.data_ptr() in {p.data_ptr() for p in bb.parameters()} or table._base is not None
+
+
+def test_pe_1d_interpolates_linearly():
+    table = torch.randn(10, 4)
+    assert torch.allclose(sample_1d(table, torch.tensor([2.25])), 0.75 * table[2] + 0.25 * table[3], atol=1e-6)
+
+
+def test_groups_voxels_and_cells():
+    centres = torch.tensor([[[0.0, 0, 0], [0.05, 0, 0], [0.9, 0, 0]]])
+    vox, n = voxel_ids(centres, voxel=0.12)
+    assert n == 2 and vox[0, 0] == vox[0, 1] != vox[0, 2]
+    # two samples never share a voxel id
+    vox2, n2 = voxel_ids(torch.cat([centres, centres]), voxel=0.12)
+    assert n2 == 4 and set(vox2[0].tolist()).isdisjoint(vox2[1].tolist())
+    t = torch.tensor([0.0, 0.01, 0.5, 1.0]).reshape(1, 1, 4)
+    cells, n = cell_ids_1d(t, num_cells=10)
+    assert n == 3 and cells[0, 0, 0] == cells[0, 0, 1] and cells[0, 0, 2] != cells[0, 0, 3]
+
+
+def test_projection_masks_match_cells():
+    proj = VirtualProjection("2d")
+    table = torch.randn(6, 8, 16)
+    pe, groups = proj(normalize(clouds(2, 32)), table)
+    assert pe.shape == (2, 32, 16)
+    cells, mask = groups["cells"], groups["mask"]
+    assert mask.shape == (6, 2, 32, 32)
+    assert torch.equal(mask, cells[..., :, None] == cells[..., None, :])
+    assert mask.diagonal(dim1=-2, dim2=-1).all()
+
+
+def test_pool_max_mean_matches_loop():
+    x, ids = torch.randn(20, 5), torch.randint(0, 4, (20,))
+    ids[:4] = torch.arange(4)
+    counts = torch.bincount(ids, minlength=4)
+    got = pool_max_mean(x, ids, 4, counts)
+    for j in range(4):
+        rows = x[ids == j]
+        assert torch.allclose(got[j], rows.amax(0) + rows.mean(0), atol=1e-6)
+
+
+# --- the model ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batch_independence(family):
+    m = tiny_model(family).eval()
+    x = clouds(4)
+    with torch.no_grad():
+        alone = m(x[:1])
+        batch = m(x)
+    assert (alone[0] - batch[0]).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_invariances(family):
+    m = tiny_model(family).eval()
+    x = clouds(2)
+    with torch.no_grad():
+        ref = m(x)
+        moved = m(x * 3.7 + torch.tensor([10.0, -4.0, 2.5]))
+        shuffled = m(x[:, torch.randperm(x.shape[1])])
+    assert (ref - moved).abs().max().item() <= 1e-4
+    assert (ref - shuffled).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_only_adapters_train(family):
+    m = tiny_model(family)
+    frozen = {k: v.clone() for k, v in m.backbone.state_dict().items()}
+    trainable = {n: p.detach().clone() for n, p in m.named_parameters() if p.requires_grad}
+    assert trainable and not any(n.startswith("backbone.") for n in trainable)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.0)
+    m.train()
+    loss = torch.nn.functional.cross_entropy(m(clouds(4)), torch.tensor([0, 1, 2, 0]))
+    loss.backward()
+    assert m.tokenizer.embed.weight.grad is not None and m.tokenizer.embed.weight.grad.abs().sum() > 0
+    opt.step()
+    for k, v in m.backbone.state_dict().items():
+        assert torch.equal(v, frozen[k]), k
+    unchanged = [n for n, p in m.named_parameters() if p.requires_grad and torch.equal(p, trainable[n])]
+    assert not unchanged
+
+
+def test_trainable_state_round_trip():
+    a, b = tiny_model(), tiny_model()
+    with torch.no_grad():
+        for p in a.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p))
+    sd = a.trainable_state_dict()
+    assert not any(k.startswith("backbone.") for k in sd)
+    assert any("running_mean" in k for k in sd)  # BN statistics travel with the adapter
+    b.load_trainable_state_dict(sd)
+    x = clouds(2)
+    with torch.no_grad():
+        assert torch.equal(a.eval()(x), b.eval()(x))
+    with pytest.raises(ValueError, match="missing"):
+        b.load_trainable_state_dict({k: v for k, v in sd.items() if "head" not in k})
+
+
+def test_parameter_budget():
+    from core import Any2Point
+    budget = {}
+    for name, width in [("vit_base_patch14_dinov2", 768), ("vit_small_patch14_dinov2", 384)]:
+        bb = build_backbone(f"timm:{name}", pretrained=False, img_size=224)
+        budget[width] = Any2Point(bb, 15).num_trainable()
+        assert len(bb.blocks) == 12 and bb.width == width
+    print(f"\ntrainable parameters, 12 blocks, 15 classes: width 768: {budget[768]:,}  width 384: {budget[384]:,}")
+    assert budget[768] <= 1_000_000
+    assert budget[384] < budget[768]
+
+
+@pytest.mark.parametrize("pe", ["none", "1d", "2d"])
+@pytest.mark.parametrize("family", ["timm-dinov2", "bert"])
+def test_ablations_run(family, pe):
+    m = tiny_model(family, pe=pe, guided=(pe != "none"))
+    assert m.projection.kind == ("2d" if pe == "none" and family == "timm-dinov2" else
+                                 "1d" if pe == "none" else pe)
+    out = m(clouds(2))
+    assert out.shape == (2, 3) and torch.isfinite(out).all()
+
+
+def test_linear_probe_and_scratch_modes():
+    probe = tiny_model(adapter=False, guided=False)
+    assert probe.adapters is None and probe.guided is None
+    scratch = tiny_model(freeze_backbone=False, adapter=False)
+    assert all(p.requires_grad for p in scratch.backbone.parameters())
+    assert any(k.startswith("backbone.") for k in scratch.trainable_state_dict())
+    scratch.train()
+    assert scratch.backbone.training
+
+
+def test_bare_context_disables_adapters():
+    m = tiny_model().eval()
+    x = clouds(1)
+    with torch.no_grad():
+        for a in m.adapters:
+            a.up.weight.fill_(1.0)
+        with_adapters = m(x)
+        with m.bare():
+            without = m(x)
+    assert not torch.allclose(with_adapters, without)
+
+
+def test_bf16_autocast_cpu():
+    m = tiny_model().eval()
+    x = clouds(2)
+    with torch.no_grad():
+        ref = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = m(x)
+    assert low.shape == ref.shape and torch.isfinite(low).all()
+    assert (low.float() - ref).abs().max() < 0.5
+
+
+def test_predict_api():
+    m = tiny_model(labels=["a", "b", "c"])
+    probs = m.predict(clouds(1, 1000)[0].numpy())
+    assert list(probs) and set(probs) == {"a", "b", "c"}
+    assert abs(sum(probs.values()) - 1) < 1e-5
+    assert list(probs.values()) == sorted(probs.values(), reverse=True)
+    assert m.predict(clouds(1, 1000)[0]) == probs  # deterministic subsampling
+    assert len(m.predict(clouds(1, 5)[0])) == 3  # fewer points than tokens still works
+    with pytest.raises(ValueError, match="NaN"):
+        m.predict(torch.full((10, 3), float("nan")))
+    with pytest.raises(ValueError, match="shape"):
+        m.predict(torch.zeros(10, 2))
+
+
+def test_learns_sphere_vs_cube():
+    torch.manual_seed(0)
+    m = tiny_model(num_classes=2, num_points=128, num_tokens=16, k=8, dropout=0.0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.stack([shape_cloud(k, 128, g) for k in ["sphere", "cube"] * 8])
+    y = torch.tensor([0, 1] * 8)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=3e-3)
+    for step in range(300):
+        m.train()
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 20 == 19:
+            with torch.no_grad():
+                acc = (m.eval()(x).argmax(-1) == y).float().mean().item()
+            if acc == 1.0:
+                break
+    assert acc == 1.0, f"train accuracy {acc} after {step + 1} steps"
