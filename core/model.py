@@ -37,7 +37,8 @@ class Any2Point(nn.Module):
             raise ValueError(f"pe must be auto, none, 1d or 2d, got {pe!r}")
         kind = bb.pos_kind if pe in ("auto", "none") else pe
         distance = distance if distance is not None else bb.default_distance
-        self.config = dict(num_classes=num_classes, num_points=num_points, num_tokens=num_tokens, k=k,
+        # everything Any2Point(backbone, len(labels), labels=labels, **config) needs to rebuild this model
+        self.config = dict(num_points=num_points, num_tokens=num_tokens, k=k,
                            tokenizer_dim=tokenizer_dim, pe=pe, num_views=num_views, distance=distance,
                            direction=list(direction), voxel=voxel, cell_patches=cell_patches, cells_1d=cells_1d,
                            adapter=adapter, adapter_dim=adapter_dim, adapter_scale=adapter_scale, guided=guided,

@@ -1,4 +1,6 @@
 """Backbone families behind one protocol (see base.py). Adding a backbone = one file + one line in `wrap`."""
+import torch
+
 from core.backbones.base import Backbone
 from core.backbones.hf_audio import HFAST, HFWhisperEncoder
 from core.backbones.hf_text import HFBert, HFCLIPText
@@ -30,7 +32,8 @@ def build_backbone(spec, *, pretrained=True, revision=None, **kwargs):
     """A spec string or a model -> Backbone, frozen and in eval mode.
 
     Specs: "timm:<model name>" (kwargs go to timm.create_model, e.g. pretrained=False, img_size=..., depth=...),
-    "hf-text:<repo id>" and "hf-audio:<repo id>" (transformers from_pretrained at `revision`).
+    "hf-text:<repo id>" and "hf-audio:<repo id>" (transformers from_pretrained at `revision`),
+    "scratch:1d" / "scratch:2d" (a small randomly initialised transformer, for the from-scratch baseline).
     "packaged:<name>" specs are offline PyPI backbones; zoo.build_backbone resolves them.
     """
     if not isinstance(spec, str):
@@ -42,6 +45,8 @@ def build_backbone(spec, *, pretrained=True, revision=None, **kwargs):
             model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
         elif kind in ("hf-text", "hf-audio"):
             model = _from_transformers(name, revision, pretrained, **kwargs)
+        elif kind == "scratch":
+            model = scratch_transformer(name, **kwargs)
         elif kind == "packaged":
             raise ValueError(f"{spec!r} is a packaged backbone: build it with zoo.build_backbone({spec!r})")
         else:
@@ -65,3 +70,25 @@ def _from_transformers(repo, revision, pretrained, **kwargs):
     if not pretrained:
         return cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
     return cls.from_pretrained(repo, revision=revision, config=config)
+
+
+def scratch_transformer(kind="2d", *, width=128, depth=4, heads=4):
+    """A small random transformer with a 1D (BERT) or 2D (ViT, 16 x 16 grid) positional table: the from-scratch
+    baseline trains it whole, with the same tokenizer and projection as Any2Point. Seeded, so a spec always
+    names the same weights (and fingerprint)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return _scratch(kind, width, depth, heads)
+
+
+def _scratch(kind, width, depth, heads):
+    if kind == "2d":
+        import timm
+        return timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=14 * 16, embed_dim=width,
+                                 depth=depth, num_heads=heads, num_classes=0)
+    if kind == "1d":
+        from transformers import BertConfig, BertModel
+        return BertModel(BertConfig(hidden_size=width, num_hidden_layers=depth, num_attention_heads=heads,
+                                    intermediate_size=4 * width, max_position_embeddings=256, vocab_size=8),
+                         add_pooling_layer=False)
+    raise ValueError(f"scratch backbone kind must be 1d or 2d, got {kind!r}")

@@ -1,0 +1,199 @@
+"""End-to-end training on tiny files in the official formats, on CPU, into zoo entries."""
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from train import run
+from train.augment import augment, vote_logits
+from train.engine import cosine_with_warmup
+
+QUICK = ["--backbone", "scratch:2d", "--epochs", "2", "--batch-size", "4", "--points", "128", "--votes", "2"]
+
+
+def shapes(n, points, seed=0):
+    """n clouds alternating sphere / cube surfaces: an easy 2-class problem."""
+    g = np.random.default_rng(seed)
+    p = g.normal(size=(n, points, 3)).astype(np.float32)
+    labels = np.arange(n) % 2
+    p[labels == 0] /= np.linalg.norm(p[labels == 0], axis=-1, keepdims=True)
+    p[labels == 1] /= np.abs(p[labels == 1]).max(axis=-1, keepdims=True)
+    return p, labels
+
+
+@pytest.fixture
+def scanobjectnn(tmp_path):
+    root = tmp_path / "sonn"
+    (root / "main_split").mkdir(parents=True)
+    for name, n in [("training", 24), ("test", 8)]:
+        pts, labels = shapes(n, 256, seed=n)
+        with h5py.File(root / f"main_split/{name}_objectdataset_augmentedrot_scale75.h5", "w") as f:
+            f["data"], f["label"] = pts, labels.astype(np.int64)
+    return root
+
+
+@pytest.fixture
+def modelnet(tmp_path):
+    root = tmp_path / "mn40" / "modelnet40_normal_resampled"
+    names = ["airplane", "bathtub"]
+    (root / "modelnet40_shape_names.txt").parent.mkdir(parents=True)
+    (root / "modelnet40_shape_names.txt").write_text("\n".join(names) + "\n")
+    ids = {"train": [], "test": []}
+    pts, labels = shapes(24, 200)
+    for i, (p, y) in enumerate(zip(pts, labels)):
+        shape_id = f"{names[y]}_{i + 1:04d}"
+        (root / names[y]).mkdir(exist_ok=True)
+        np.savetxt(root / names[y] / f"{shape_id}.txt", np.hstack([p, p]), delimiter=",", fmt="%.6f")
+        ids["train" if i < 18 else "test"].append(shape_id)
+    for split, lst in ids.items():
+        (root / f"modelnet40_{split}.txt").write_text("\n".join(lst) + "\n")
+    return root.parent
+
+
+@pytest.fixture
+def meshes(tmp_path):
+    import trimesh
+    root = tmp_path / "meshes"
+    for split, n in [("train", 6), ("val", 2), ("test", 2)]:
+        for cls, make in [("box", lambda i: trimesh.creation.box(extents=[1, 1 + 0.1 * i, 1])),
+                          ("ball", lambda i: trimesh.creation.icosphere(subdivisions=1, radius=1 + 0.05 * i))]:
+            (root / split / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                make(i).export(root / split / cls / f"{cls}{i}.{['obj', 'stl', 'ply'][i % 3]}")
+    return root
+
+
+def train(tmp_path, *extra, name="run"):
+    out = tmp_path / name
+    result = run.main([*QUICK, "--output-dir", str(out), *extra])
+    return out, result
+
+
+@pytest.mark.parametrize("dataset", ["scanobjectnn", "modelnet40", "folder"])
+def test_train_two_epochs_into_a_loadable_entry(tmp_path, dataset, scanobjectnn, modelnet, meshes):
+    root = {"scanobjectnn": scanobjectnn, "modelnet40": modelnet, "folder": meshes}[dataset]
+    out, result = train(tmp_path, "--dataset", dataset, "--data-root", str(root))
+    log = (out / "log.csv").read_text().splitlines()
+    assert len(log) == 3 and log[0].startswith("epoch,train_loss")
+    assert 0 <= result["test_acc"] <= 1 and result["best_epoch"] in (1, 2)
+    config = json.loads((out / "entry/config.json").read_text())
+    assert config["metrics"]["test_acc"] == result["test_acc"]
+    assert len(config["labels"]) == {"scanobjectnn": 15}.get(dataset, 2)  # ScanObjectNN: its 15 official names
+    assert config["training"]["dataset"] == dataset
+    card = (out / "entry/README.md").read_text()
+    assert "test_acc" in card or "accuracy" in card.lower()
+
+    from zoo import load_model
+    model = load_model(str(out / "entry"))
+    probs = model.predict(shapes(1, 300)[0][0])
+    assert set(probs) == set(config["labels"]) and abs(sum(probs.values()) - 1) < 1e-5
+    # the artifact holds only the trainable part
+    state = load_file(out / "entry/adapter.safetensors")
+    assert not any(k.startswith("backbone.") for k in state)
+
+
+def test_kill_and_resume_matches_uninterrupted_run(tmp_path, scanobjectnn, monkeypatch):
+    args = ["--dataset", "scanobjectnn", "--data-root", str(scanobjectnn), "--epochs", "3"]
+    full_dir, full = train(tmp_path, *args, name="full")
+
+    import train.engine as engine
+    real_save, saves = engine._atomic_save, []
+
+    def dying_save(obj, path):
+        real_save(obj, path)
+        saves.append(path.name)
+        if path.name == "last.pt":
+            raise KeyboardInterrupt  # "killed" right after the epoch-1 checkpoint
+    monkeypatch.setattr(engine, "_atomic_save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path, *args, name="killed")
+    monkeypatch.setattr(engine, "_atomic_save", real_save)
+    assert "last.pt" in saves
+    with pytest.raises(SystemExit, match="--resume"):  # refuses to overwrite a run silently
+        train(tmp_path, *args, name="killed")
+    killed_dir, resumed = train(tmp_path, *args, "--resume", name="killed")
+
+    for key in ("test_acc", "test_acc_vote", "val_acc", "best_epoch"):
+        assert resumed[key] == full[key], key
+    a, b = load_file(full_dir / "entry/adapter.safetensors"), load_file(killed_dir / "entry/adapter.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert (full_dir / "log.csv").read_text().splitlines()[1:] != []
+    assert len((killed_dir / "log.csv").read_text().splitlines()) == 4  # header + 3 epochs, no duplicate
+
+
+def test_resume_with_other_labels_is_refused(tmp_path, scanobjectnn, meshes):
+    out, _ = train(tmp_path, "--dataset", "scanobjectnn", "--data-root", str(scanobjectnn), "--epochs", "1")
+    # ScanObjectNN has 15 class names; the mesh folder has 2
+    with pytest.raises(SystemExit, match="classes"):
+        train(tmp_path, "--dataset", "folder", "--data-root", str(meshes), "--epochs", "2", "--resume")
+
+
+def test_missing_dataset_is_one_clear_line(tmp_path):
+    with pytest.raises(SystemExit) as err:
+        train(tmp_path, "--dataset", "scanobjectnn", "--data-root", str(tmp_path / "nowhere"))
+    msg = str(err.value)
+    assert msg.startswith("error:") and "\n" not in msg and "nowhere" in msg
+
+
+def test_bad_config_file(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('epochz = 3\n')
+    with pytest.raises(SystemExit, match="unknown keys.*epochz"):
+        run.main(["--config", str(cfg)])
+    cfg.write_text('epochs = = 3\n')
+    with pytest.raises(SystemExit, match="not valid TOML"):
+        run.main(["--config", str(cfg)])
+
+
+@pytest.mark.parametrize("variant,extra", [("linear_probe", []), ("from_scratch", []), ("any2point", ["--pe", "none"]),
+                                           ("any2point", ["--no-guided"])])
+def test_baselines_and_ablations(tmp_path, meshes, variant, extra):
+    out, result = train(tmp_path, "--dataset", "folder", "--data-root", str(meshes), "--epochs", "1",
+                        "--variant", variant, *extra)
+    config = json.loads((out / "entry/config.json").read_text())
+    assert config["variant"] == variant
+    m = config["model"]
+    if variant == "linear_probe":
+        assert not m["adapter"] and not m["guided"]
+    if variant == "from_scratch":
+        assert not m["freeze_backbone"] and config["backbone"]["spec"] == "scratch:2d"
+        state = load_file(out / "entry/adapter.safetensors")
+        assert any(k.startswith("backbone.") for k in state)  # the scratch transformer is trained, so it ships
+    if "--no-guided" in extra:
+        assert not m["guided"]
+    from zoo.registry import load_artifact
+    assert set(load_artifact(out / "entry").predict(shapes(1, 200)[0][0])) == set(config["labels"])
+
+
+def test_augment_is_seeded_and_keeps_up_axis():
+    x = torch.randn(4, 50, 3)
+    a = augment(x, torch.Generator().manual_seed(1), scale=(1.0, 1.0))
+    b = augment(x, torch.Generator().manual_seed(1), scale=(1.0, 1.0))
+    assert torch.equal(a, b)
+    assert torch.allclose(a[..., 1], x[..., 1], atol=1e-6)  # rotation about y leaves y alone
+    assert torch.allclose(a.norm(dim=-1), x.norm(dim=-1), atol=1e-5)
+
+
+def test_voting_averages_logits():
+    class Sum(torch.nn.Module):
+        def forward(self, p):
+            return p.sum(dim=(1, 2)).unsqueeze(-1)
+    x = torch.ones(2, 10, 3)
+    assert torch.allclose(vote_logits(Sum(), x, votes=1), Sum()(x))
+    v = vote_logits(Sum(), x, votes=50)
+    assert not torch.allclose(v, Sum()(x)) and torch.allclose(v, Sum()(x), rtol=0.1)
+
+
+def test_cosine_schedule_warms_up_then_decays():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = cosine_with_warmup(opt, 5, 20)
+    lrs = []
+    for _ in range(20):
+        lrs.append(sched.get_last_lr()[0])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.2) and lrs[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:])) and lrs[-1] < 0.05

@@ -1,0 +1,33 @@
+"""The paper's augmentations, batched: random scale, rotation about the up axis (y), optional jitter."""
+import math
+
+import torch
+
+
+def augment(points, generator=None, *, scale=(0.9, 1.1), rotate=True, jitter=0.0):
+    """(B, N, 3) -> (B, N, 3). Randomness comes only from `generator`, so a resumed run replays it exactly."""
+    b = points.shape[0]
+    dev = points.device
+
+    def rand(*shape):
+        return torch.rand(*shape, generator=generator).to(dev)
+
+    out = points * (scale[0] + (scale[1] - scale[0]) * rand(b, 1, 3))  # per-axis, as in Point-BERT/Any2Point
+    if rotate:
+        a = rand(b) * 2 * math.pi
+        c, s, z, o = a.cos(), a.sin(), torch.zeros_like(a), torch.ones_like(a)
+        rot = torch.stack([c, z, s, z, o, z, -s, z, c], dim=-1).reshape(b, 3, 3)
+        out = out @ rot.transpose(1, 2)
+    if jitter:
+        out = out + (torch.randn(out.shape, generator=generator).to(dev) * jitter).clamp(-5 * jitter, 5 * jitter)
+    return out
+
+
+@torch.no_grad()
+def vote_logits(model, points, votes=10, seed=0):
+    """Test-time voting: mean logits over `votes` augmented passes (the first pass is the unaugmented cloud)."""
+    g = torch.Generator().manual_seed(seed)
+    total = model(points).float()
+    for _ in range(votes - 1):
+        total += model(augment(points, g, rotate=False)).float()
+    return total / votes

@@ -1,0 +1,237 @@
+"""Train Any2Point on a point-cloud dataset and export a zoo entry (adapter-only artifact + model card).
+
+    python train/run.py --config train/configs/sh3d_dinov2s.toml
+    python train/run.py --dataset folder --data-root my_meshes/ --backbone packaged:minilm-l6 --epochs 30
+    accelerate launch train/run.py --config train/configs/scanobjectnn_dinov2b.toml   # one or many GPUs
+
+Flags override the config file; the config file overrides the defaults below. A run writes into --output-dir:
+last.pt (resume with --resume), best.pt, log.csv, tb/ (TensorBoard), result.json, and entry/ (the zoo entry).
+"""
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python train/run.py` from anywhere
+
+import torch  # noqa: E402
+
+VARIANTS = ("any2point", "linear_probe", "from_scratch")
+
+
+@dataclasses.dataclass
+class RunConfig:
+    dataset: str = "sh3d"  # scanobjectnn | modelnet40 | folder | sh3d
+    data_root: str = "data/sh3d"
+    variant_data: str = "PB_T50_RS"  # ScanObjectNN variant, or ModelNet40 format (auto | resampled | hdf5)
+    points: int = 1024
+    backbone: str = "packaged:dinov2-s14"
+    revision: str | None = None
+    variant: str = "any2point"  # any2point | linear_probe | from_scratch
+    model: dict = dataclasses.field(default_factory=dict)  # Any2Point keyword arguments
+    epochs: int = 300
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    warmup_epochs: int = 10
+    grad_clip: float = 10.0
+    seed: int = 0
+    votes: int = 10
+    limit_batches: int | None = None
+    mixed_precision: str = "auto"  # auto (bf16 on GPU, off on CPU) | no | fp16 | bf16
+    output_dir: str = "runs/sh3d-dinov2s"
+    name: str | None = None  # zoo entry name; default from output dir
+    push_to_hub: str | None = None
+
+
+def load_config(path):
+    """TOML: flat keys, optional [model] table of Any2Point kwargs."""
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise SystemExit(f"error: config file not found: {path} (see train/configs/ for recipes)")
+    except tomllib.TOMLDecodeError as err:
+        raise SystemExit(f"error: {path} is not valid TOML: {err}")
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise SystemExit(f"error: unknown keys in {path}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return raw
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python train/run.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="TOML recipe (train/configs/*.toml); flags below override it")
+    p.add_argument("--dataset", choices=["scanobjectnn", "modelnet40", "folder", "sh3d"],
+                   help="dataset kind (default sh3d: the offline SweetHome3D benchmark)")
+    p.add_argument("--data-root", help="dataset folder (ScanObjectNN: containing main_split/; ModelNet40: containing "
+                   "modelnet40_normal_resampled/ or modelnet40_ply_hdf5_2048/; folder: one sub-folder per class; "
+                   "sh3d: the output of python -m train.data.sh3d)")
+    p.add_argument("--variant-data", help="ScanObjectNN variant (PB_T50_RS, OBJ_BG, OBJ_ONLY) or ModelNet40 format")
+    p.add_argument("--backbone", help="backbone spec: packaged:dinov2-s14 | packaged:minilm-l6 | "
+                   "packaged:whisper-tiny-en | timm:<name> | hf-text:<repo> | hf-audio:<repo>")
+    p.add_argument("--revision", help="40-hex Hub commit of the backbone (Hub specs)")
+    p.add_argument("--variant", choices=VARIANTS, help="any2point (default), or a baseline: linear_probe (frozen "
+                   "backbone, PE sampling, no adapters), from_scratch (same tokenizer, small random transformer)")
+    p.add_argument("--pe", choices=["auto", "none", "1d", "2d"], help="ablation: positional embedding projection")
+    p.add_argument("--no-guided", action="store_true", help="ablation: turn the any-to-3D guided adapter off")
+    p.add_argument("--epochs", type=int, help="number of epochs (paper: 300)")
+    p.add_argument("--batch-size", type=int, help="clouds per step per process (paper: 32)")
+    p.add_argument("--lr", type=float, help="AdamW learning rate (paper: 5e-4)")
+    p.add_argument("--points", type=int, help="points per cloud (1024 or 2048)")
+    p.add_argument("--seed", type=int, help="seed for init, data order and augmentation")
+    p.add_argument("--votes", type=int, help="test-time voting passes (1 = off; paper: 10)")
+    p.add_argument("--limit-batches", type=int, help="at most this many batches per epoch (quick runs)")
+    p.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"])
+    p.add_argument("--output-dir", help="where checkpoints, logs and the entry go")
+    p.add_argument("--name", help="zoo entry name (default: the output dir's name)")
+    p.add_argument("--resume", action="store_true", help="continue from --output-dir/last.pt")
+    p.add_argument("--push-to-hub", metavar="REPO", help="push the entry to this Hub repo at the end")
+    return p.parse_args(argv)
+
+
+def resolve(args):
+    cfg = load_config(args.config) if args.config else {}
+    cfg = {**dataclasses.asdict(RunConfig()), **cfg}
+    for key in ("dataset", "data_root", "variant_data", "backbone", "revision", "variant", "epochs", "batch_size",
+                "lr", "points", "seed", "votes", "limit_batches", "mixed_precision", "output_dir", "name",
+                "push_to_hub"):
+        value = getattr(args, key, None)
+        if value is not None:
+            cfg[key] = value
+    cfg["model"] = dict(cfg["model"])
+    if args.pe:
+        cfg["model"]["pe"] = args.pe
+    if args.no_guided:
+        cfg["model"]["guided"] = False
+    return RunConfig(**cfg)
+
+
+def build_datasets(cfg):
+    """-> {"train", "val", "test"} datasets and the class names. Datasets without a val split get one carved
+    deterministically (10% of train, fixed seed) so test never selects a checkpoint."""
+    from train.data import DATASETS, DatasetError
+    cls = DATASETS[cfg.dataset]
+    root = cfg.data_root
+    try:
+        if cfg.dataset == "scanobjectnn":
+            make = lambda split: cls(root, split, variant=cfg.variant_data, num_points=cfg.points)  # noqa: E731
+        elif cfg.dataset == "modelnet40":
+            fmt = cfg.variant_data if cfg.variant_data in ("auto", "resampled", "hdf5") else "auto"
+            make = lambda split: cls(root, split, num_points=cfg.points, format=fmt)  # noqa: E731
+        else:
+            make = lambda split: cls(root, split, num_points=cfg.points)  # noqa: E731
+        train, test = make("train"), make("test")
+        val = make("val") if cfg.dataset in ("folder", "sh3d") else None
+    except DatasetError as err:
+        raise SystemExit(f"error: {err}")
+    if val is None:
+        perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(12345)).tolist()
+        n_val = max(1, len(train) // 10)
+        labels = train.labels
+        val, train = torch.utils.data.Subset(train, perm[:n_val]), torch.utils.data.Subset(train, perm[n_val:])
+        val.labels = train.labels = labels
+    return dict(train=train, val=val, test=test), list(train.labels)
+
+
+def build_model(cfg, labels):
+    """-> (Any2Point, backbone info). Baselines are the same class with other switches."""
+    from core import Any2Point
+    from zoo import build_backbone
+    kwargs = dict(cfg.model, num_points=cfg.points)
+    if cfg.variant == "from_scratch":
+        probe, info = build_backbone(cfg.backbone, cfg.revision)  # to know its positional kind and modality
+        spec = f"scratch:{probe.pos_kind}"
+        backbone, _ = build_backbone(spec)
+        info = dict(spec=spec, revision=None, sha256=None, modality=probe.modality, compared_with=info.get("spec"))
+        kwargs.update(freeze_backbone=False, adapter=False, guided=False)
+    else:
+        backbone, info = build_backbone(cfg.backbone, cfg.revision)
+        if cfg.variant == "linear_probe":
+            kwargs.update(adapter=False, guided=False)
+    torch.manual_seed(cfg.seed)
+    return Any2Point(backbone, len(labels), labels=labels, **kwargs), info
+
+
+def export_entry(cfg, model, info, result, datasets, out_dir):
+    """Write the zoo entry (config.json + adapter.safetensors + README.md) with the shared save function."""
+    from zoo.hub import save_entry
+    name = cfg.name or Path(cfg.output_dir).name
+    backbone = {k: v for k, v in info.items() if k in ("spec", "revision", "sha256", "package", "version",
+                                                        "license", "source_file", "source_sha256")}
+    backbone.setdefault("spec", cfg.backbone)
+    config = dict(name=name, modality=info.get("modality") or model.backbone.modality, labels=list(model.labels),
+                  backbone=backbone, model=model.config, variant=cfg.variant,
+                  training=dict(dataset=cfg.dataset, variant_data=cfg.variant_data, points=cfg.points,
+                                epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                                weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs,
+                                grad_clip=cfg.grad_clip, seed=cfg.seed, votes=cfg.votes,
+                                limit_batches=cfg.limit_batches, device=result["device"],
+                                train_seconds=round(result["train_seconds"], 1),
+                                sizes={k: len(v) for k, v in datasets.items()}),
+                  metrics={k: result[k] for k in ("test_acc", "test_mean_class_acc", "test_acc_vote",
+                                                  "test_mean_class_acc_vote", "val_acc", "best_epoch")})
+    extra = {}
+    manifest = getattr(datasets["test"], "manifest", None)
+    if manifest is not None:  # SweetHome3D: credit every model the entry was trained or tested on
+        credits = {}
+        for ds in datasets.values():
+            for row in getattr(ds, "manifest", []):
+                credits.setdefault((row.get("creator", ""), row.get("licence", row.get("license", ""))), 0)
+                credits[(row.get("creator", ""), row.get("licence", row.get("license", "")))] += 1
+        extra["attribution"] = [f"{n} models by {c or 'unknown'} ({lic or 'licence not stated'})"
+                                for (c, lic), n in sorted(credits.items())]
+    return save_entry(Path(out_dir) / "entry", config=config, state=model.trainable_state_dict(),
+                      card_extra=extra)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = resolve(args)
+    if cfg.variant not in VARIANTS:
+        raise SystemExit(f"error: variant must be one of {', '.join(VARIANTS)}, got {cfg.variant!r}")
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    from train.engine import TrainError, fit
+    mp = cfg.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    acc = Accelerator(mixed_precision=mp)
+    set_seed(cfg.seed)
+    datasets, labels = build_datasets(cfg)
+    acc.print(f"{cfg.dataset}: {', '.join(f'{k} {len(v)}' for k, v in datasets.items())} clouds, "
+              f"{len(labels)} classes; backbone {cfg.backbone} ({cfg.variant})")
+    model, info = build_model(cfg, labels)
+    acc.print(f"trainable parameters {model.num_trainable():,} of {model.num_trainable() + model.num_backbone():,}"
+              if cfg.variant != "from_scratch" else f"trainable parameters {model.num_trainable():,}")
+    out = Path(cfg.output_dir)
+    if not args.resume and (out / "last.pt").exists():
+        raise SystemExit(f"error: {out} already holds a run; pass --resume to continue it or choose another "
+                         "--output-dir")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    try:
+        result = fit(model, datasets, out_dir=out, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                     weight_decay=cfg.weight_decay, warmup_epochs=min(cfg.warmup_epochs, max(0, cfg.epochs - 1)),
+                     grad_clip=cfg.grad_clip, seed=cfg.seed, votes=cfg.votes, resume=args.resume,
+                     limit_batches=cfg.limit_batches, accelerator=acc)
+    except TrainError as err:
+        raise SystemExit(f"error: {err}")
+    if acc.is_main_process:
+        entry = export_entry(cfg, acc.unwrap_model(model), info, result, datasets, out)
+        acc.print(f"test acc {result['test_acc']:.4f} (voting {result['test_acc_vote']:.4f}), mean class acc "
+                  f"{result['test_mean_class_acc']:.4f}; entry written to {entry}")
+        if cfg.push_to_hub:
+            from zoo.hub import push_entry
+            sha = push_entry(entry, cfg.push_to_hub)
+            acc.print(f"pushed to {cfg.push_to_hub}@{sha}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

