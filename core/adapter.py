@@ -52,6 +52,7 @@ class GuidedAdapter(nn.Module):
         # BN over tokens after scattering back (statistics weighted by cell size); one per block, views side by side
         self.bn_3d = nn.ModuleList(nn.BatchNorm1d(dim) for _ in range(depth))
         self.bn_views = nn.ModuleList(nn.BatchNorm1d(v * dim) for _ in range(depth))
+        self.record = None  # a list to receive each block's view weights (B, G, V), for explanations
 
     def prepare(self, groups):
         """Counts for pooling, computed once per forward and reused by every block."""
@@ -83,4 +84,6 @@ class GuidedAdapter(nn.Module):
 
         w = (F.cosine_similarity(xv, x3d.unsqueeze(2), dim=-1) + 1) / 2  # (B, G, V)
         w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-6)
+        if self.record is not None:
+            self.record.append(w.detach())
         return x + self.scale * (w.unsqueeze(-1) * xv).sum(dim=2)

@@ -135,12 +135,8 @@ class Any2Point(nn.Module):
         return sum(p.numel() for p in self.backbone.parameters())
 
     # --- convenience ----------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def predict(self, points, *, top_k=None, seed=0):
-        """One cloud (N, 3) numpy/tensor -> {label: probability}, most likely first.
-
-        Clouds larger than num_points are subsampled with a fixed seed, so a prediction is repeatable.
-        """
+    def _one_cloud(self, points, seed=0):
+        """(N, 3) numpy/tensor -> (1, n, 3) float tensor on the model's device, n <= num_points (fixed-seed subset)."""
         pts = torch.as_tensor(np.asarray(points, dtype=np.float32) if not torch.is_tensor(points) else points)
         if pts.dim() != 2 or pts.shape[-1] != 3 or pts.shape[0] < 1:
             raise ValueError(f"expected one cloud of shape (N, 3), got {tuple(pts.shape)}")
@@ -149,10 +145,46 @@ class Any2Point(nn.Module):
         if pts.shape[0] > self.num_points:
             g = torch.Generator().manual_seed(seed)
             pts = pts[torch.randperm(pts.shape[0], generator=g)[: self.num_points]]
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        probs = F.softmax(self(pts.float().unsqueeze(0).to(device)).float(), dim=-1)[0].cpu()
-        self.train(was_training)
+        return pts.float().unsqueeze(0).to(next(self.parameters()).device)
+
+    def _probs(self, logits, top_k=None):
+        probs = F.softmax(logits.float(), dim=-1)[0].cpu()
         order = probs.argsort(descending=True)[: top_k or len(self.labels)]
         return {self.labels[i]: float(probs[i]) for i in order}
+
+    @torch.no_grad()
+    def predict(self, points, *, top_k=None, seed=0):
+        """One cloud (N, 3) numpy/tensor -> {label: probability}, most likely first.
+
+        Clouds larger than num_points are subsampled with a fixed seed, so a prediction is repeatable.
+        """
+        pts = self._one_cloud(points, seed)
+        was_training = self.training
+        self.eval()
+        try:
+            return self._probs(self(pts), top_k)
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def explain(self, points, *, seed=0):
+        """What the model saw for one cloud: normalised points, token centres, their virtual-view positions and
+        guided-adapter cells, and each block's per-token view weights. Everything as CPU tensors."""
+        pts = self._one_cloud(points, seed)
+        was_training = self.training
+        self.eval()
+        try:
+            xyz = normalize(pts)
+            _, centres = self.tokenizer(xyz)
+            _, groups = self.projection(centres, self.backbone.pos_table())
+            if self.guided is not None:
+                self.guided.record = []
+            probs = self._probs(self(pts))
+            weights = torch.stack(self.guided.record)[:, 0].cpu() if self.guided is not None else None
+        finally:
+            if self.guided is not None:
+                self.guided.record = None
+            self.train(was_training)
+        return dict(points=xyz[0].cpu(), centres=centres[0].cpu(), kind=self.projection.kind,
+                    coords=groups["coords"][:, 0].cpu(), cells=groups["cells"][:, 0].cpu(),
+                    view_weights=weights, probs=probs)  # coords (V, G, 2) or (V, G); weights (blocks, G, V)

@@ -276,3 +276,17 @@ def test_learns_sphere_vs_cube():
             if acc == 1.0:
                 break
     assert acc == 1.0, f"train accuracy {acc} after {step + 1} steps"
+
+
+@pytest.mark.parametrize("family", ["timm-dinov2", "whisper"])
+def test_explain_shows_views_cells_and_weights(family):
+    m = tiny_model(family, labels=["a", "b", "c"])
+    x = clouds(1, 300)[0]
+    e = m.explain(x)
+    v, g = 6, 32
+    assert e["centres"].shape == (g, 3) and e["cells"].shape == (v, g)
+    assert e["coords"].shape == ((v, g, 2) if e["kind"] == "2d" else (v, g))
+    w = e["view_weights"]
+    assert w.shape == (2, g, v) and torch.allclose(w.sum(-1), torch.ones(2, g), atol=1e-5) and (w >= 0).all()
+    assert e["probs"] == m.predict(x)
+    assert m.guided.record is None
