@@ -23,7 +23,7 @@ class Any2Point(nn.Module):
     def __init__(self, backbone, num_classes, *, labels=None, num_points=2048, num_tokens=128, k=32,
                  tokenizer_dim=64, pe="auto", num_views=6, distance=None, direction=(-1.0, 0.0, 1.0),
                  voxel=0.12, cell_patches=2.0, cells_1d=38, adapter=True, adapter_dim=8, adapter_scale=0.3,
-                 guided=True, guided_dim=8, guided_scale=0.5, head_hidden=256, dropout=0.5,
+                 guided=True, guided_dim=12, guided_scale=0.5, head_hidden=256, dropout=0.5,
                  freeze_backbone=True):
         super().__init__()
         self.backbone = build_backbone(backbone)  # spec string, library model or Backbone

@@ -158,35 +158,26 @@ def build_model(cfg, labels):
 
 
 def export_entry(cfg, model, info, result, datasets, out_dir):
-    """Write the zoo entry (config.json + adapter.safetensors + README.md) with the shared save function."""
-    from zoo.hub import save_entry
-    name = cfg.name or Path(cfg.output_dir).name
-    backbone = {k: v for k, v in info.items() if k in ("spec", "revision", "sha256", "package", "version",
-                                                        "license", "source_file", "source_sha256")}
-    backbone.setdefault("spec", cfg.backbone)
-    config = dict(name=name, modality=info.get("modality") or model.backbone.modality, labels=list(model.labels),
-                  backbone=backbone, model=model.config, variant=cfg.variant,
-                  training=dict(dataset=cfg.dataset, variant_data=cfg.variant_data, points=cfg.points,
-                                epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                                weight_decay=cfg.weight_decay, warmup_epochs=cfg.warmup_epochs,
-                                grad_clip=cfg.grad_clip, seed=cfg.seed, votes=cfg.votes,
-                                limit_batches=cfg.limit_batches, device=result["device"],
-                                train_seconds=round(result["train_seconds"], 1),
-                                sizes={k: len(v) for k, v in datasets.items()}),
-                  metrics={k: result[k] for k in ("test_acc", "test_mean_class_acc", "test_acc_vote",
-                                                  "test_mean_class_acc_vote", "val_acc", "best_epoch")})
+    """Write the zoo entry into out_dir/entry through the zoo's one save function."""
+    from zoo.registry import save_model
+    training = dict(dataset=cfg.dataset, variant_data=cfg.variant_data, points=cfg.points, epochs=cfg.epochs,
+                    batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                    warmup_epochs=cfg.warmup_epochs, grad_clip=cfg.grad_clip, seed=cfg.seed, votes=cfg.votes,
+                    limit_batches=cfg.limit_batches, device=result["device"],
+                    train_seconds=round(result["train_seconds"], 1), clouds_per_s=round(result["clouds_per_s"], 2),
+                    peak_mb=round(result["peak_mb"]), sizes={k: len(v) for k, v in datasets.items()})
+    metrics = {k: result[k] for k in ("test_acc", "test_mean_class_acc", "test_acc_vote",
+                                      "test_mean_class_acc_vote", "val_acc", "best_epoch")}
     extra = {}
-    manifest = getattr(datasets["test"], "manifest", None)
-    if manifest is not None:  # SweetHome3D: credit every model the entry was trained or tested on
+    if any(hasattr(ds, "manifest") for ds in datasets.values()):  # SweetHome3D: credit every model used
         credits = {}
         for ds in datasets.values():
             for row in getattr(ds, "manifest", []):
-                credits.setdefault((row.get("creator", ""), row.get("licence", row.get("license", ""))), 0)
-                credits[(row.get("creator", ""), row.get("licence", row.get("license", "")))] += 1
-        extra["attribution"] = [f"{n} models by {c or 'unknown'} ({lic or 'licence not stated'})"
-                                for (c, lic), n in sorted(credits.items())]
-    return save_entry(Path(out_dir) / "entry", config=config, state=model.trainable_state_dict(),
-                      card_extra=extra)
+                key = (row.get("creator") or "unknown", row.get("licence") or row.get("license") or "not stated")
+                credits[key] = credits.get(key, 0) + 1
+        extra["attribution"] = [f"{n} model{'s' * (n > 1)} by {c} ({lic})" for (c, lic), n in sorted(credits.items())]
+    return save_model(model, Path(out_dir) / "entry", name=cfg.name or Path(cfg.output_dir).name, info=info,
+                      variant=cfg.variant, training=training, metrics=metrics, card_extra=extra)
 
 
 def main(argv=None):

@@ -195,3 +195,20 @@ def load_artifact(location, *, revision=None, device=None):
     model.load_trainable_state_dict(state)
     model.entry, model.entry_config, model.backbone_info, model.trained = None, config, info, True
     return model.to(torch.device(device or "cpu")).eval()
+
+
+BACKBONE_KEYS = ("spec", "revision", "sha256", "package", "version", "license", "source_file", "source_sha256",
+                 "hub_id")
+
+
+def save_model(model, folder, *, name, info, variant="any2point", training=None, metrics=None, card_extra=None):
+    """An Any2Point + its backbone info -> entry folder (config.json, adapter.safetensors, README.md).
+
+    The one place that says what an entry's config holds; train/run.py and tests both save through it.
+    """
+    from zoo.hub import save_entry
+    backbone = {k: info[k] for k in BACKBONE_KEYS if info.get(k) is not None}
+    config = dict(name=name, modality=info.get("modality") or model.backbone.modality, labels=list(model.labels),
+                  backbone=backbone, model=model.config, variant=variant, training=training or {},
+                  metrics=metrics or {}, license=info.get("license") or "other")
+    return save_entry(folder, config=config, state=model.trainable_state_dict(), card_extra=card_extra)
