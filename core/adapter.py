@@ -40,8 +40,8 @@ class GuidedAdapter(nn.Module):
     all blocks; projections and BN+GELU transforms are per block.
 
     Why the bottleneck: the paper pools and normalises full-width features once per view (6 copies of every token
-    at width C per block). Doing the grouping at `inner` dims keeps the same structure while the adapter costs about
-    as much as a bottleneck adapter, and the parameter budget stays well under 1M at width 768.
+    at width C per block). Grouping at `inner` dims keeps the structure while the adapter costs about as much as a
+    bottleneck adapter, and the budget stays well under 1M parameters at width 768.
     """
 
     def __init__(self, dim, depth, *, num_views=6, inner=12, scale=0.5):
@@ -59,15 +59,23 @@ class GuidedAdapter(nn.Module):
         self.qkv_b = nn.Parameter(torch.zeros(v, 3 * d))
         self.out_w = nn.Parameter(torch.randn(v, d, d) * d**-0.5)
         self.out_b = nn.Parameter(torch.zeros(v, d))
-        # BN over tokens after scattering back (statistics weighted by cell size); one per block, views side by side
-        self.bn_3d = nn.ModuleList(nn.BatchNorm1d(d) for _ in range(depth))
-        self.bn_views = nn.ModuleList(nn.BatchNorm1d(v * d) for _ in range(depth))
+        # per block: BN over the 3D feature and the V view features side by side ((1 + V) * d channels), computed
+        # on tokens after scattering back, so statistics are weighted by cell size
+        self.bn = nn.ModuleList(nn.BatchNorm1d((1 + v) * d) for _ in range(depth))
         self.record = None  # a list to receive each block's view weights (B, G, V), for explanations
 
     def prepare(self, groups):
-        """Counts for pooling, computed once per forward and reused by every block."""
-        groups["voxel_counts"] = group_counts(groups["voxels"], groups["num_voxels"])
-        groups["cell_counts"] = group_counts(groups["cells"], groups["num_cells"])
+        """Everything that is the same for every block, computed once per forward."""
+        v, (b, g) = self.num_views, groups["voxels"].shape
+        # one pooling pass serves the voxels (rows 0..BG-1) and every view's cells (the rows after)
+        ids = torch.cat([groups["voxels"].reshape(-1), groups["cells"].reshape(-1) + groups["num_voxels"]])
+        num = groups["num_voxels"] + groups["num_cells"]
+        groups["pool"] = (ids, num, group_counts(ids, num))
+        mask = groups["mask"].reshape(v * b, g, g)
+        groups["attn_bias"] = torch.zeros(mask.shape, device=mask.device).masked_fill_(~mask, float("-inf"))
+        # the per-view LayerNorm affine folded into the q/k/v projection: one einsum per block instead of three ops
+        groups["qkv"] = (self.norm_w.unsqueeze(-1) * self.qkv_w,
+                         torch.einsum("vd,vde->ve", self.norm_b, self.qkv_w) + self.qkv_b)
         return groups
 
     def forward(self, x, groups, block):
@@ -76,23 +84,21 @@ class GuidedAdapter(nn.Module):
         v, d = self.num_views, self.inner
         h = self.down[block](F.layer_norm(x, x.shape[-1:]))  # (B, G, d)
 
-        vox = groups["voxels"]
-        x3d = pool_max_mean(h.reshape(b * g, d), vox.reshape(-1), groups["num_voxels"], groups["voxel_counts"])[vox]
-        x3d = F.gelu(self.bn_3d[block](x3d.reshape(b * g, d))).reshape(b, g, 1, d)
-
-        hn = F.layer_norm(h, (d,)).unsqueeze(0) * self.norm_w[:, None, None] + self.norm_b[:, None, None]
-        qkv = torch.einsum("vbgd,vde->vbge", hn, self.qkv_w) + self.qkv_b[:, None, None]  # (V, B, G, 3d)
+        qkv_w, qkv_b = groups["qkv"]
+        qkv = torch.einsum("bgd,vde->vbge", F.layer_norm(h, (d,)), qkv_w) + qkv_b[:, None, None]  # (V, B, G, 3d)
         q, k, val = qkv.reshape(v * b, g, 3 * d).split(d, dim=-1)
-        att = F.scaled_dot_product_attention(q, k, val, attn_mask=groups["mask"].reshape(v * b, g, g))
+        att = F.scaled_dot_product_attention(q, k, val, attn_mask=groups["attn_bias"].to(q.dtype))
         att = torch.einsum("vbgd,vde->vbge", att.reshape(v, b, g, d), self.out_w) + self.out_b[:, None, None]
-        hv = h.unsqueeze(0) + att  # (V, B, G, d)
 
-        cells = groups["cells"]
-        hv = pool_max_mean(hv.reshape(-1, d), cells.reshape(-1), groups["num_cells"], groups["cell_counts"])[cells]
-        hv = hv.permute(1, 2, 0, 3).reshape(b * g, v * d)
-        hv = F.gelu(self.bn_views[block](hv)).reshape(b, g, v, d)
+        rows = torch.cat([h.reshape(1, b * g, d), (h + att).reshape(v, b * g, d)])  # (1 + V, BG, d): 3D, views
+        ids, num, counts = groups["pool"]
+        pooled = pool_max_mean(rows.reshape(-1, d), ids, num, counts)[ids]  # (rows, d)
+        feats = pooled.reshape(1 + v, b * g, d).transpose(0, 1).reshape(b * g, (1 + v) * d)
+        feats = F.gelu(self.bn[block](feats)).reshape(b, g, 1 + v, d)
+        x3d, hv = feats[:, :, :1], feats[:, :, 1:]
 
-        w = (F.cosine_similarity(hv, x3d, dim=-1) + 1) / 2  # (B, G, V)
+        cos = (F.normalize(hv, dim=-1) * F.normalize(x3d, dim=-1)).sum(-1)  # (B, G, V)
+        w = (cos + 1) / 2
         w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-6)
         if self.record is not None:
             self.record.append(w.detach())

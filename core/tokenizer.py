@@ -27,7 +27,7 @@ class ResidualMLP(nn.Module):
 class PointTokenizer(nn.Module):
     """(B, N, 3) normalised points -> tokens (B, G, out_dim), centres (B, G, 3)."""
 
-    def __init__(self, out_dim, *, num_tokens=128, k=32, dim=64, num_freqs=4, depth=1):
+    def __init__(self, out_dim, *, num_tokens=128, k=16, dim=64, num_freqs=4, depth=1):
         super().__init__()
         self.num_tokens, self.k, self.num_freqs = num_tokens, k, num_freqs
         enc_dim = 6 * 2 * num_freqs  # relative + absolute xyz, sin and cos

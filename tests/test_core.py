@@ -290,3 +290,14 @@ def test_explain_shows_views_cells_and_weights(family):
     assert w.shape == (2, g, v) and torch.allclose(w.sum(-1), torch.ones(2, g), atol=1e-5) and (w >= 0).all()
     assert e["probs"] == m.predict(x)
     assert m.guided.record is None
+
+
+def test_pe_sampling_matches_grid_sample_and_view_mean():
+    import torch.nn.functional as F
+    table = torch.randn(5, 7, 8)
+    uv = torch.rand(6, 2, 9, 2) * 2.4 - 1.2  # some outside the plane: border padding
+    ref = F.grid_sample(table.permute(2, 0, 1)[None], uv.reshape(1, -1, 1, 2), mode="bilinear",
+                        padding_mode="border", align_corners=False)[0, :, :, 0].t().reshape(6, 2, 9, 8)
+    assert torch.allclose(sample_2d(table, uv), ref, atol=1e-5)
+    from core.projection import corners_2d, sample_views
+    assert torch.allclose(sample_views(table, *corners_2d(uv.clamp(-1, 1), 5, 7)), ref.mean(0), atol=1e-5)

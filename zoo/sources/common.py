@@ -40,6 +40,7 @@ class PackagedSource:
     module: str = ""  # import name of the package
     source_file: str = ""  # weight file, relative to the package folder
     converter: str = ""  # zoo.sources.<converter> provides convert() and build()
+    hub_id: str = ""  # the upstream Hub model these weights are a copy of (the model card's base_model)
 
     @property
     def spec(self) -> str:
@@ -166,6 +167,6 @@ def load(src: PackagedSource) -> tuple[torch.nn.Module, dict]:
     meta_license = md.get("License-Expression") or md.get("License") or src.license
     info = {"name": src.name, "package": src.package, "version": version, "license": meta_license,
             "source_file": src.source_file, "source_sha256": source_sha, "sha256": fingerprint,
-            "modality": src.modality, "spec": src.spec, "config": config, "cache_hit": hit,
+            "modality": src.modality, "spec": src.spec, "hub_id": src.hub_id, "config": config, "cache_hit": hit,
             "cache_file": str(st_path), "load_seconds": round(time.perf_counter() - t0, 3)}
     return model, info
