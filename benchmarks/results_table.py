@@ -1,0 +1,80 @@
+"""Build the SweetHome3D results table from the runs' logs (never typed by hand).
+
+    python benchmarks/results_table.py [--runs-dir runs/sh3d] [--readme README.md]
+
+Reads each run's result.json (written by train/run.py at the end) and prints a markdown table; with --readme it
+replaces the block between <!-- results:start --> and <!-- results:end --> in that file.
+"""
+import argparse
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def describe(name, cfg):
+    model = cfg.get("model", {})
+    if cfg.get("variant") == "linear_probe":
+        return "linear probe (frozen, PE on, no adapters)"
+    if cfg.get("variant") == "from_scratch":
+        return "from scratch (same tokenizer, 4x128 transformer)"
+    parts = []
+    if model.get("pe") not in (None, "auto"):
+        parts.append("no PE" if model["pe"] == "none" else f"{model['pe'].upper()} projection")
+    if model.get("guided") is False:
+        parts.append("no guided adapter")
+    return "Any2Point" + (f" ablation: {', '.join(parts)}" if parts else "")
+
+
+def rows(runs_dir):
+    out = []
+    for result_file in sorted(Path(runs_dir).glob("*/result.json")):
+        run = result_file.parent
+        r = json.loads(result_file.read_text())
+        cfg = json.loads((run / "run_config.json").read_text()) if (run / "run_config.json").exists() else {}
+        entry = json.loads((run / "entry/config.json").read_text()) if (run / "entry/config.json").exists() else {}
+        cfg["model"] = entry.get("model", cfg.get("model", {}))
+        backbone = cfg.get("backbone", "?").replace("packaged:", "")
+        out.append(dict(run=run.name, backbone=backbone, modality=entry.get("modality", ""),
+                        method=describe(run.name, {**cfg, "variant": entry.get("variant", cfg.get("variant"))}),
+                        acc=r["test_acc"], vote=r["test_acc_vote"], mca=r["test_mean_class_acc"],
+                        val=r["val_acc"], params=r["trainable_parameters"], minutes=r["train_seconds"] / 60,
+                        epochs=r["epochs"], cps=r["clouds_per_s"]))
+    order = {"vision": 0, "language": 1, "audio": 2}
+    return sorted(out, key=lambda x: (order.get(x["modality"], 3), x["method"] != "Any2Point", x["method"]))
+
+
+def table(rs):
+    lines = ["| backbone | method | test acc | test acc (10-vote) | mean class acc | val acc | trainable params "
+             "| train time (min, CPU) |", "|---|---|---|---|---|---|---|---|"]
+    for x in rs:
+        lines.append(f"| {x['backbone']} ({x['modality']}) | {x['method']} | {x['acc']:.1%} | {x['vote']:.1%} | "
+                     f"{x['mca']:.1%} | {x['val']:.1%} | {x['params']:,} | {x['minutes']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs-dir", default=str(ROOT / "runs/sh3d"))
+    p.add_argument("--readme", help="update this file's results block")
+    a = p.parse_args(argv)
+    rs = rows(a.runs_dir)
+    if not rs:
+        raise SystemExit(f"no finished runs (result.json) under {a.runs_dir}")
+    md = table(rs)
+    print(md)
+    if a.readme:
+        text = Path(a.readme).read_text()
+        block = f"{START}\n{md}\n{END}"
+        if START in text:
+            text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+        else:
+            text += f"\n{block}\n"
+        Path(a.readme).write_text(text)
+        print(f"updated {a.readme}")
+
+
+if __name__ == "__main__":
+    main()
