@@ -50,7 +50,8 @@ def main(argv=None):
 
     adapted = timed(lambda: model(pts), a.repeats)
     tokenizer = timed(lambda: model.tokenizer(pts), a.repeats)
-    bare = timed(lambda: bb(tokens), a.repeats)
+    with model.bare():  # the hooks stay registered; bare() switches the adapters off
+        bare = timed(lambda: bb(tokens), a.repeats)
     print(f"| model | width x depth | points | tokens | median ms |\n|---|---|---|---|---|")
     print(f"| bare frozen backbone | {a.width}x{a.depth} | - | {a.tokens + 1} | {bare * 1e3:.1f} |")
     print(f"| tokenizer (FPS + kNN + MLP) | - | {a.points} | {a.tokens} | {tokenizer * 1e3:.1f} |")

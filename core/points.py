@@ -3,10 +3,17 @@ import torch
 
 
 def normalize(xyz, eps=1e-8):
-    """(B, N, 3) -> (B, N, 3): centred on each cloud's centroid, scaled into the unit sphere (per sample)."""
-    xyz = xyz - xyz.mean(dim=1, keepdim=True)
-    radius = xyz.norm(dim=-1).amax(dim=1).clamp_min(eps)  # (B,)
-    return xyz / radius[:, None, None]
+    """(B, N, 3) -> (B, N, 3): centred on each cloud's centroid, scaled into the unit sphere (per sample).
+
+    Computed in at least fp32 and pre-scaled by the largest coordinate, so huge coordinates cannot overflow the
+    squared norm and fp16 clouds cannot divide by an eps that rounds to zero.
+    """
+    dtype = xyz.dtype
+    x = xyz.float() if dtype in (torch.float16, torch.bfloat16) else xyz
+    x = x / x.abs().amax(dim=(1, 2), keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    x = x - x.mean(dim=1, keepdim=True)
+    radius = x.norm(dim=-1).amax(dim=1).clamp_min(eps)  # (B,)
+    return (x / radius[:, None, None]).to(dtype)
 
 
 def gather(x, idx):
@@ -34,6 +41,7 @@ def farthest_point_sample(xyz, n):
         picks.append(far)
         p = xt.gather(2, far.unsqueeze(1).expand(b, 3, 1))  # (B, 3, 1)
         dist = torch.minimum(dist, (xt - p).square_().sum(1))
+        dist.scatter_(1, far, -1.0)  # never pick a point twice, even among duplicates at distance 0
         far = dist.argmax(dim=1, keepdim=True)
     return torch.cat(picks, dim=1)
 

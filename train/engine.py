@@ -113,6 +113,10 @@ def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, 
     raw = acc.unwrap_model(model)
     writer = _tensorboard(out / "tb") if acc.is_main_process else None
     new_log = not (out / "log.csv").exists() or state["epoch"] == 0
+    if not new_log:  # a kill between the log row and the checkpoint would leave a row the resumed run writes again
+        rows = (out / "log.csv").read_text().splitlines()
+        kept = rows[:1] + [r for r in rows[1:] if r.split(",")[0].isdigit() and int(r.split(",")[0]) <= state["epoch"]]
+        (out / "log.csv").write_text("\n".join(kept) + "\n")
     log_file = open(out / "log.csv", "w" if new_log else "a", newline="")
     log = csv.writer(log_file)
     if new_log:

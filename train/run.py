@@ -160,12 +160,14 @@ def build_model(cfg, labels):
 def export_entry(cfg, model, info, result, datasets, out_dir):
     """Write the zoo entry into out_dir/entry through the zoo's one save function."""
     from zoo.registry import save_model
-    training = dict(dataset=cfg.dataset, variant_data=cfg.variant_data, points=cfg.points, epochs=cfg.epochs,
+    training = dict(dataset=cfg.dataset, points=cfg.points, epochs=cfg.epochs,
                     batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                     warmup_epochs=cfg.warmup_epochs, grad_clip=cfg.grad_clip, seed=cfg.seed, votes=cfg.votes,
                     limit_batches=cfg.limit_batches, device=result["device"],
                     train_seconds=round(result["train_seconds"], 1), clouds_per_s=round(result["clouds_per_s"], 2),
                     peak_mb=round(result["peak_mb"]), sizes={k: len(v) for k, v in datasets.items()})
+    if cfg.dataset in ("scanobjectnn", "modelnet40"):
+        training["variant_data"] = cfg.variant_data
     metrics = {k: result[k] for k in ("test_acc", "test_mean_class_acc", "test_acc_vote",
                                       "test_mean_class_acc_vote", "val_acc", "best_epoch")}
     extra = {}

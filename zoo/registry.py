@@ -210,5 +210,5 @@ def save_model(model, folder, *, name, info, variant="any2point", training=None,
     backbone = {k: info[k] for k in BACKBONE_KEYS if info.get(k) is not None}
     config = dict(name=name, modality=info.get("modality") or model.backbone.modality, labels=list(model.labels),
                   backbone=backbone, model=model.config, variant=variant, training=training or {},
-                  metrics=metrics or {}, license=info.get("license") or "other")
+                  metrics=metrics or {}, license=(info.get("license") or "other").lower())  # Hub ids are lowercase
     return save_entry(folder, config=config, state=model.trainable_state_dict(), card_extra=card_extra)

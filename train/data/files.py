@@ -65,7 +65,8 @@ def _check(pts, name, max_points, seed) -> np.ndarray:
     if pts.ndim != 2 or pts.shape[1] < 3:
         raise PointCloudError(f"'{name}' has data of shape {tuple(pts.shape)}; expected N x 3 "
                               "(extra columns are ignored, the first three are x, y, z).")
-    pts = pts[:, :3].astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # checked on the float32 cloud we return, overflow included
+        pts = pts[:, :3].astype(np.float32)
     bad = int((~np.isfinite(pts).all(axis=1)).sum())
     if bad:
         raise PointCloudError(f"'{name}' has {bad} points with NaN or infinite coordinates; remove them and try again.")
@@ -172,6 +173,10 @@ def _read_pcd(raw: bytes, name: str) -> np.ndarray:
         return np.stack([rec[f"f{i}"][:, 0] for i in xyz], axis=1)
     if kind == "binary_compressed":  # LZF of the column-major layout: all x, then all y, ...
         csize, usize = struct.unpack_from("<II", raw, pos)
+        expected = n * sum(t.itemsize * c for t, c in zip(types, counts))
+        if usize != expected:  # checked before allocating: a tiny header could otherwise ask for gigabytes
+            raise PointCloudError(f"'{name}' declares {usize} uncompressed bytes but {n} points of these fields "
+                                  f"take {expected}; the file is corrupt.")
         data = lzf_decompress(raw[pos + 8:pos + 8 + csize], usize)
         cols, off = {}, 0
         for i, (t, c) in enumerate(zip(types, counts)):

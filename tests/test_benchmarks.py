@@ -1,0 +1,253 @@
+"""The benchmark scripts run and print the tables they promise: speed (--quick), overhead, the results table built
+from training runs (and the README block it rewrites), and the app load test (on a stand-in app, and on the real
+app when it has a /predict endpoint)."""
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+
+def env(**extra):
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), *extra.pop("path", [])]), OMP_NUM_THREADS="1",
+                GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", CUDA_VISIBLE_DEVICES="", **extra)
+
+
+def table(md, title):
+    """The rows (as lists of cells) of the first markdown table after the heading containing `title`."""
+    assert not title or title in md, md
+    section = md.split(title, 1)[1] if title else md
+    rows, started = [], False
+    for ln in section.splitlines():
+        if ln.startswith("|"):
+            started = True
+            rows.append([c.strip() for c in ln.strip("|").split("|")])
+        elif started:
+            break
+    assert len(rows) >= 2 and rows[1][0].startswith("---"), md
+    return rows[0], rows[2:]
+
+
+def number(cell):
+    return float(cell.replace(",", "").rstrip("x%"))
+
+
+# --- speed.py ---------------------------------------------------------------------------------------------------
+def test_speed_quick(tmp_path):
+    from zoo.sources import PACKAGED
+    available, _ = PACKAGED["whisper-tiny-en"].available()
+    out = tmp_path / "SPEED.md"
+    # one thread: on a loaded 2-core machine torch's default threads thrash (timings 10-40x slower)
+    args = ["--quick", "--threads", "1", "--train-batch", "4", "--out", str(out)]
+    if not available:  # the packaged backbone is not installed here: the same run on a small random one
+        args += ["--backbones", "scratch:2d"]
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/speed.py"), *args], env=env(), cwd=ROOT,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    md = out.read_text()
+    assert md.strip() in proc.stdout
+    assert re.search(r"^device: cpu .*\| torch \S+, 1 threads \| \d{4}-\d\d-\d\d \d\d:\d\d", md, re.M), md
+    name = "whisper-tiny-en" if available else "scratch:2d"
+
+    head, rows = table(md, "## Tokenizer")
+    assert head == ["backbone", "device", "points", "tokens", "median ms"]
+    assert [(r[0], r[1], r[2]) for r in rows] == [(name, "cpu", "1,024"), (name, "cpu", "2,048")]
+    assert all(number(r[4]) > 0 for r in rows)
+
+    head, rows = table(md, "## Adapted forward")
+    assert len(rows) == 1 and rows[0][0] == name and rows[0][3] == "2,048" and rows[0][4] == "129"
+    bare, adapted, ratio, share = (number(rows[0][i]) for i in (5, 6, 7, 8))
+    assert bare > 0 and adapted > 0 and ratio > 0 and 0 < share < 100
+    assert abs(ratio - adapted / bare) < 0.01 + 0.01 * ratio  # the ratio is of the printed medians
+
+    head, rows = table(md, "## Training step")
+    assert head[-3:] == ["step ms", "clouds/s", "peak memory MB"]
+    assert [r[2] for r in rows] == ["1,024", "2,048"]
+    for r in rows:
+        params, step, cps, peak = number(r[3]), number(r[4]), number(r[5]), number(r[6])
+        assert params > 0 and step > 0 and cps > 0 and peak >= 0
+        assert abs(cps - 4 / (step / 1e3)) < 0.02 * cps + 0.01  # batch 4 / step time
+    assert "Peak memory: peak RSS above the model at rest" in md or "ru_maxrss" in md
+
+
+def test_speed_arguments():
+    import speed
+    a = speed.parse_args(["--quick"])
+    assert a.repeats == 2 and a.sizes == [1024, 2048] and a.specs == ["packaged:whisper-tiny-en"]
+    assert a.out == ""  # CI's quick run never overwrites the README-linked SPEED.md
+    assert speed.parse_args(["--quick", "--out", "x.md"]).out == "x.md"
+    a = speed.parse_args(["--backbones", "minilm-l6,timm:vit_tiny", "--repeats", "3"])
+    assert a.specs == ["packaged:minilm-l6", "timm:vit_tiny"] and a.sizes == [1024, 2048, 8192, 32768]
+    a = speed.parse_args([])
+    assert a.specs == list(speed.PACKAGED) and a.repeats == 10 and a.out.endswith("benchmarks/SPEED.md")
+    assert speed.devices_for("cpu") == [torch.device("cpu")]
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            speed.devices_for("cuda")
+
+
+def test_speed_interleaves_and_takes_medians():
+    import speed
+    calls = []
+    t = speed.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, torch.device("cpu"),
+                          repeats=3, warmup=1)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # warm-up, then alternating order
+    assert set(t) == {"a", "b"} and all(v >= 0 for v in t.values())
+
+
+# --- overhead.py ------------------------------------------------------------------------------------------------
+def test_overhead(capsys):
+    import overhead
+    threads = torch.get_num_threads()
+    try:
+        ratio = overhead.main(["--repeats", "2", "--depth", "2", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    head, rows = table(out, "")
+    assert head == ["model", "width x depth", "points", "tokens", "median ms"]
+    assert [r[0] for r in rows] == ["bare frozen backbone", "tokenizer (FPS + kNN + MLP)", "Any2Point adapted forward"]
+    assert all(number(r[4]) > 0 for r in rows)
+    assert rows[0][1] == "384x2" and rows[2][2] == "2048" and rows[2][3] == "129"
+    m = re.search(r"adapted / bare = ([\d.]+)x\s+tokenizer / adapted = ([\d.]+)%", out)
+    assert m and float(m.group(1)) > 0 and 0 < float(m.group(2)) < 100 and ratio > 0
+
+
+# --- results_table.py -------------------------------------------------------------------------------------------
+RUNS = [  # run name, backbone spec, modality, variant, model switches, metrics
+    ("whisper-noguided", "packaged:whisper-tiny-en", "audio", "any2point", dict(guided=False), 0.50),
+    ("dinov2s", "packaged:dinov2-s14", "vision", "any2point", {}, 0.80),
+    ("dinov2s-linear", "packaged:dinov2-s14", "vision", "linear_probe", dict(adapter=False, guided=False), 0.60),
+    ("dinov2s-nope", "packaged:dinov2-s14", "vision", "any2point", dict(pe="none"), 0.70),
+    ("minilm", "packaged:minilm-l6", "language", "any2point", {}, 0.75),
+]
+
+
+def fake_run(runs_dir, name, spec, modality, variant, switches, acc):
+    """What train/run.py leaves in a finished run's folder: run_config.json, result.json and entry/ (written by
+    zoo.registry.save_model, here from a tiny random model instead of the real backbone)."""
+    from core import Any2Point
+    from train.run import RunConfig
+    from zoo import build_backbone
+    from zoo.registry import save_model
+    out = runs_dir / name
+    out.mkdir(parents=True)
+    cfg = RunConfig(dataset="sh3d", backbone=spec, variant=variant, model=dict(switches), epochs=50,
+                    output_dir=str(out))
+    (out / "run_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    backbone, info = build_backbone("scratch:2d")
+    model = Any2Point(backbone, 3, labels=["a", "b", "c"], num_tokens=8, **switches)
+    info = dict(info, spec=spec, modality=modality)
+    result = dict(best_epoch=40, val_acc=acc - 0.1, test_acc=acc, test_mean_class_acc=acc - 0.05,
+                  test_acc_vote=acc + 0.01, test_mean_class_acc_vote=acc - 0.04, votes=10, test_n=60, epochs=50,
+                  train_seconds=150.0, clouds_per_s=15.0, peak_mb=2000.0,
+                  trainable_parameters=model.num_trainable(), device="cpu")
+    save_model(model, out / "entry", name=name, info=info, variant=variant, metrics=result)
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    return model.num_trainable()
+
+
+def test_results_table_from_runs_and_readme_block(tmp_path, capsys):
+    import results_table
+    runs = tmp_path / "runs"
+    params = {r[0]: fake_run(runs, *r) for r in RUNS}
+    (runs / "unfinished").mkdir()  # a run still training: no result.json, not in the table
+    (runs / "unfinished/run_config.json").write_text("{}")
+
+    rows = results_table.rows(runs)
+    assert [r["run"] for r in rows] == ["dinov2s", "dinov2s-nope", "dinov2s-linear", "minilm", "whisper-noguided"]
+    md = results_table.table(rows)
+    head, body = table(md, "")
+    assert head[:3] == ["backbone", "method", "test acc"] and len(body) == 5
+    assert body[0] == ["dinov2-s14 (vision)", "Any2Point", "80.0%", "81.0%", "75.0%", "70.0%",
+                       f"{params['dinov2s']:,}", "2.5"]
+    assert [r[1] for r in body] == ["Any2Point", "Any2Point ablation: no PE", "linear probe (frozen, PE on, no adapters)",
+                                    "Any2Point", "Any2Point ablation: no guided adapter"]
+    assert [r[0] for r in body] == ["dinov2-s14 (vision)"] * 3 + ["minilm-l6 (language)", "whisper-tiny-en (audio)"]
+
+    readme = tmp_path / "README.md"
+    before, after = "# Title\n\nIntro.\n\n", "\n\n## Next section\n\nText.\n"
+    readme.write_text(before + "<!-- results:start -->\n(no finished runs yet)\n<!-- results:end -->" + after)
+    results_table.main(["--runs-dir", str(runs), "--readme", str(readme)])
+    text = readme.read_text()
+    assert text == before + f"<!-- results:start -->\n{md}\n<!-- results:end -->" + after
+    results_table.main(["--runs-dir", str(runs), "--readme", str(readme)])  # idempotent
+    assert readme.read_text() == text
+    assert md in capsys.readouterr().out
+
+    bare = tmp_path / "BARE.md"  # no block yet: appended
+    bare.write_text("# Bare\n")
+    results_table.main(["--runs-dir", str(runs), "--readme", str(bare)])
+    assert bare.read_text() == f"# Bare\n\n<!-- results:start -->\n{md}\n<!-- results:end -->\n"
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no finished runs"):
+        results_table.main(["--runs-dir", str(tmp_path / "empty")])
+
+
+# --- app_load.py ------------------------------------------------------------------------------------------------
+FAKE_APP = """
+    import threading
+    import gradio as gr
+    from train.data.files import read_points
+
+    calls, lock = [], threading.Lock()
+
+    def predict(path, model="default"):
+        pts = read_points(path)
+        with lock:
+            calls.append(1)
+            n = len(calls)
+        if FAIL_ON and n == FAIL_ON:
+            raise gr.Error("a deliberate failure")
+        return {"points": float(len(pts)) / 2048}
+
+    with gr.Blocks() as demo:
+        f, m, out = gr.File(), gr.Textbox("default"), gr.Label()
+        gr.Button("Classify").click(predict, [f, m], out, api_name="predict")
+    demo.queue(default_concurrency_limit=2)
+"""
+
+
+def load(tmp_path, *args, path=(), timeout=240):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/app_load.py"), *args], env=env(path=list(path)),
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    return proc
+
+
+@pytest.mark.parametrize("fail_on", [0, 2])
+def test_app_load_on_a_stand_in_app(tmp_path, fail_on):
+    (tmp_path / "stand_in_app.py").write_text(textwrap.dedent(FAKE_APP).replace("FAIL_ON", str(fail_on)))
+    out = tmp_path / "load.md"
+    proc = load(tmp_path, "--launch", "--app", "stand_in_app:demo", "--requests", "4", "--concurrency", "3",
+                "--timeout", "120", "--out", str(out), path=[str(tmp_path)])
+    assert proc.returncode == (1 if fail_on else 0), proc.stdout + proc.stderr[-3000:]
+    md = out.read_text()
+    assert md.strip() in proc.stdout
+    head, rows = table(md, "# App load test")
+    assert head == ["requests", "ok", "errors", "p50 latency s", "p95 latency s", "max latency s", "wall s",
+                    "throughput req/s"]
+    req, ok, err, p50, p95, mx, wall, tput = (number(c) for c in rows[0])
+    assert (req, ok, err) == (4, 4 - bool(fail_on), bool(fail_on))
+    assert 0 < p50 <= p95 <= mx <= wall and tput > 0
+    if fail_on:
+        assert "Errors:" in md and "1 x" in md
+
+
+def test_app_load_on_the_real_app(tmp_path):
+    proc = load(tmp_path, "--launch", "--requests", "3", "--concurrency", "3", "--timeout", "200")
+    if proc.returncode and "has no /predict endpoint" in proc.stderr:
+        pytest.skip("app.py has no /predict endpoint yet: " + proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    head, rows = table(proc.stdout, "# App load test")
+    assert [number(c) for c in rows[0][:3]] == [3, 3, 0]
+    assert all(number(c) > 0 for c in rows[0][3:])
