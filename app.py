@@ -1,8 +1,193 @@
-"""Any2Point zoo demo: `python app.py` serves the Gradio app (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT honoured)."""
+"""Any2Point zoo demo: upload a point cloud or mesh, compare how frozen vision, language and audio transformers
+classify it. `python app.py` serves it on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT honoured).
+
+UI and glue only: models come from `zoo`, files are read by `train.data.files.read_points`.
+"""
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
 import gradio as gr
+import numpy as np
+
+from train.data.files import SUPPORTED_EXTENSIONS, PointCloudError, read_points, write_points
+from zoo import ModelUnavailable, list_models, load_model
+from zoo.registry import DEFAULTS
+
+try:  # ZeroGPU on Spaces; plain local runs don't need the package
+    import spaces
+    gpu = spaces.GPU
+except ImportError:
+    def gpu(fn):
+        return fn
+
+HERE = Path(__file__).parent
+MODALITIES = ("vision", "language", "audio")
+MAX_UPLOAD_MB = 50  # a 5M-point float32 .npy (60 MB) is refused; a 1M-point one is read and downsampled
+MAX_POINTS = 200_000  # larger clouds are randomly downsampled (fixed seed) before anything else
+NONE = "(none)"
+EXAMPLES = sorted(str(p.relative_to(HERE)) for p in (HERE / "examples").glob("*.ply"))
+
+
+def choices(modality):
+    return [r["name"] for r in list_models(modality) if r["available"]] + [NONE]
+
+
+def read_upload(path):
+    """Uploaded file -> (N, 3) float32, or a gr.Error that says what is wrong with it."""
+    if path is None:
+        raise gr.Error("Upload a point cloud or mesh first.")
+    path = Path(path)
+    try:
+        return read_points(path, num_points=2048, max_points=MAX_POINTS, max_bytes=MAX_UPLOAD_MB * 2**20)
+    except PointCloudError as err:
+        raise gr.Error(str(err))
+    except OSError as err:
+        raise gr.Error(f"Could not read '{path.name}': {err.strerror or err}.")
+
+
+def get_model(name):
+    try:
+        return load_model(name)
+    except (ModelUnavailable, KeyError) as err:
+        raise gr.Error(str(err.args[0] if err.args else err))
+
+
+@gpu
+def classify(points, names):
+    """-> {entry: (model, probs, latency_ms)} for the chosen entries."""
+    out = {}
+    for name in names:
+        model = get_model(name)
+        t = time.perf_counter()
+        probs = model.predict(points)
+        out[name] = (model, probs, (time.perf_counter() - t) * 1e3)
+    return out
+
+
+def predict(file, vision=DEFAULTS["vision"], language=DEFAULTS["language"], audio=DEFAULTS["audio"]):
+    """API: uploaded file (+ optional entry names per modality) -> {entry name: {label: probability}}."""
+    names = [n for n in (vision, language, audio) if n and n != NONE]
+    if not names:
+        raise gr.Error("Pick at least one zoo entry.")
+    return {name: probs for name, (_, probs, _) in classify(read_upload(file), names).items()}
+
+
+def compare(file, vision, language, audio, progress=gr.Progress()):
+    """UI: labels, a card per modality, the normalised cloud in 3D and what each model saw."""
+    points = read_upload(file)
+    picked = dict(zip(MODALITIES, (vision, language, audio)))
+    for i, (modality, name) in enumerate(picked.items()):
+        if name and name != NONE:
+            progress((i, 3), desc=f"loading {name}")
+            get_model(name)  # first use loads (cached afterwards), so the progress bar says why it waits
+    progress((3, 3), desc="classifying")
+    results = classify(points, [n for n in picked.values() if n and n != NONE])
+    labels, cards = [], []
+    for modality in MODALITIES:
+        name = picked[modality]
+        if name not in results:
+            labels.append(None)
+            cards.append(f"**{modality}**: not selected")
+            continue
+        model, probs, ms = results[name]
+        labels.append(probs)
+        state = "trained" if model.trained else "untrained (random adapter: its guesses mean nothing)"
+        cards.append(f"**{name}**  \n{state} · {ms:.0f} ms · trainable {model.num_trainable():,} / backbone "
+                     f"{model.num_backbone():,} parameters")
+    return (*labels, *cards, cloud_view(points), views_figure(points, results))
+
+
+def cloud_view(points):
+    """The normalised cloud as a vertex-only .ply for gr.Model3D (shown as points)."""
+    centred = points - points.mean(0)
+    centred = centred / max(float(np.linalg.norm(centred, axis=1).max()), 1e-12)
+    path = Path(tempfile.mkdtemp(prefix="any2point-")) / "cloud.ply"
+    return str(write_points(path, centred.astype(np.float32)))
+
+
+def views_figure(points, results):
+    """Per entry: the six virtual views (2D image plane or 1D strip) with token centres coloured by their
+    guided-adapter cell, and the mean view weights of the last block."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(results.items())
+    fig, axes = plt.subplots(len(rows), 7, figsize=(15, 2.3 * len(rows)), squeeze=False,
+                             gridspec_kw=dict(width_ratios=[1] * 6 + [1.3]))
+    for r, (name, (model, _, _)) in enumerate(rows):
+        e = model.explain(points)
+        coords, cells = e["coords"].numpy(), e["cells"].numpy()
+        for v in range(coords.shape[0]):
+            ax = axes[r, v]
+            colour = cells[v] % 20
+            if e["kind"] == "2d":
+                ax.scatter(coords[v, :, 0], -coords[v, :, 1], c=colour, cmap="tab20", s=6)
+                ax.set_xlim(-1, 1), ax.set_ylim(-1, 1)
+            else:
+                jitter = (np.arange(coords.shape[1]) % 5) / 5
+                ax.scatter(coords[v], jitter, c=colour, cmap="tab20", s=6)
+                ax.set_xlim(0, 1), ax.set_ylim(-0.2, 1)
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(f"view {v + 1}" + ("" if r else f" ({e['kind']})"), fontsize=8)
+        axes[r, 0].set_ylabel(f"{model.backbone.modality}\n{name.split('-')[2]}", fontsize=8)
+        ax = axes[r, 6]
+        if e["view_weights"] is not None:
+            w = e["view_weights"][-1].mean(0).numpy()
+            ax.bar(range(1, len(w) + 1), w, color="tab:blue")
+            ax.axhline(1 / len(w), color="grey", lw=0.8, ls="--")
+            ax.set_title("view weights (last block)", fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no guided adapter", ha="center", va="center", fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def warm_up():
+    """Load the default entries in the background so the first request does not pay for it."""
+    for name in DEFAULTS.values():
+        try:
+            load_model(name)
+        except Exception:  # an unavailable entry is reported when someone picks it
+            pass
+
 
 with gr.Blocks(title="Any2Point zoo") as demo:
-    gr.Markdown("# Any2Point zoo\nFrozen vision, language and audio transformers as 3D point-cloud classifiers.")
+    gr.Markdown(
+        "# Any2Point zoo\n"
+        "Frozen **vision**, **language** and **audio** transformers classify a 3D point cloud through a "
+        "parameter-free virtual projection into their own positional space; only ~1% of parameters were trained "
+        "([Any2Point, ECCV 2024](https://arxiv.org/abs/2404.07989)). Upload a cloud or mesh "
+        f"({' '.join(SUPPORTED_EXTENSIONS)}; up to {MAX_UPLOAD_MB} MiB, clouds above {MAX_POINTS:,} points are "
+        "downsampled) and compare.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            upload = gr.File(label="point cloud or mesh", file_types=list(SUPPORTED_EXTENSIONS), type="filepath")
+            pickers = [gr.Dropdown(choices(m), value=DEFAULTS[m], label=f"{m} entry") for m in MODALITIES]
+            button = gr.Button("Compare", variant="primary")
+            if EXAMPLES:
+                gr.Examples(EXAMPLES, inputs=upload, label="examples (licences: examples/LICENSES.md)")
+        with gr.Column(scale=1):
+            view3d = gr.Model3D(label="normalised cloud", clear_color=(1, 1, 1, 1), height=320)
+    with gr.Row():
+        cards, labels = [], []
+        for m in MODALITIES:
+            with gr.Column():
+                cards.append(gr.Markdown(f"**{m}**"))
+                labels.append(gr.Label(num_top_classes=5, label=m))
+    plot = gr.Plot(label="what each model saw: six virtual views, tokens coloured by guided-adapter cell")
+    button.click(compare, [upload, *pickers], [*labels, *cards, view3d, plot], api_name="compare")
+    api_out = gr.JSON(visible=False)
+    api_button = gr.Button(visible=False)
+    api_button.click(predict, [upload, *pickers], api_out, api_name="predict")
+
+demo.queue(default_concurrency_limit=2, max_size=32)
 
 if __name__ == "__main__":
-    demo.queue(default_concurrency_limit=2).launch()
+    threading.Thread(target=warm_up, daemon=True).start()
+    demo.launch(max_file_size=f"{4 * MAX_UPLOAD_MB}mb", server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))

@@ -1,0 +1,116 @@
+"""The Gradio app through gradio_client, as a remote user calls it: every format predicts, bad files get a clear
+error, and the app keeps serving."""
+import socket
+
+import numpy as np
+import pytest
+import trimesh
+from gradio_client import Client, handle_file
+
+import app
+from train.data.files import write_points
+
+WHISPER = app.DEFAULTS["audio"]  # the smallest backbone: format tests call only this entry
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client():
+    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(),
+                    max_file_size="200mb")
+    yield Client(app.demo.local_url, verbose=False)
+    app.demo.close()
+
+
+def predict(client, path, entries=(app.NONE, app.NONE, WHISPER)):
+    return client.predict(handle_file(str(path)), *entries, api_name="/predict")
+
+
+def assert_probs(result, names):
+    assert set(result) == set(names)
+    for probs in result.values():
+        assert abs(sum(probs.values()) - 1) < 1e-4 and all(0 <= p <= 1 for p in probs.values())
+
+
+def box_cloud(n=300, seed=0):
+    return trimesh.sample.sample_surface(trimesh.creation.box(), n, seed=seed)[0].astype(np.float32)
+
+
+def write_format(tmp_path, ext):
+    path = tmp_path / f"shape{ext}"
+    mesh = trimesh.creation.box(extents=[1, 2, 0.5])
+    if ext in (".obj", ".stl", ".off", ".glb"):
+        mesh.export(path)
+    elif ext == ".gltf":
+        files = trimesh.Scene(mesh).export(file_type="gltf", embed_buffers=True)
+        path.write_bytes(files["model.gltf"])
+    elif ext == ".ply":
+        write_points(path, box_cloud())
+    elif ext in (".xyz", ".txt", ".pts"):
+        np.savetxt(path, box_cloud(), fmt="%.6f")
+    elif ext == ".npy":
+        np.save(path, box_cloud())
+    elif ext == ".npz":
+        np.savez(path, points=box_cloud())
+    elif ext == ".pcd":
+        pts = box_cloud()
+        head = (f"VERSION .7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {len(pts)}\nHEIGHT 1\n"
+                f"VIEWPOINT 0 0 0 1 0 0 0\nPOINTS {len(pts)}\nDATA ascii\n")
+        path.write_text(head + "\n".join(" ".join(f"{v:.6f}" for v in p) for p in pts) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("ext", [".ply", ".obj", ".stl", ".off", ".glb", ".gltf", ".xyz", ".txt", ".pts", ".npy",
+                                 ".npz", ".pcd"])
+def test_every_format_predicts(client, tmp_path, ext):
+    assert_probs(predict(client, write_format(tmp_path, ext)), [WHISPER])
+
+
+def test_three_modalities_side_by_side(client):
+    result = client.predict(handle_file(str(app.HERE / "examples" / "bunny.ply")), api_name="/predict")
+    assert_probs(result, list(app.DEFAULTS.values()))
+    # the UI endpoint also returns the cards, the 3D view and the plot
+    out = client.predict(handle_file(str(app.HERE / "examples" / "chair.ply")), *app.DEFAULTS.values(),
+                         api_name="/compare")
+    labels, cards = out[:3], out[3:6]
+    assert all(lab["label"] in app.get_model(n).labels for lab, n in zip(labels, app.DEFAULTS.values()))
+    assert all("trainable" in card and "ms" in card for card in cards)
+    assert str(out[6]).endswith(".ply")
+
+
+def bad_files(tmp_path):
+    (tmp_path / "empty.ply").write_bytes(b"")
+    (tmp_path / "garbage.ply").write_bytes(bytes(range(256)) * 40)
+    (tmp_path / "nan.xyz").write_text("0 0 0\n1 nan 0\n0 1 1\n")
+    (tmp_path / "one.xyz").write_text("1 2 3\n")
+    (tmp_path / "same.xyz").write_text("1 2 3\n" * 50)
+    np.save(tmp_path / "huge.npy", np.zeros((5_000_000, 3), dtype=np.float32))  # 60 MB > the 50 MB limit
+    (tmp_path / "notes.docx").write_bytes(b"PK\x03\x04 not a point cloud")
+    return {"empty.ply": "empty", "garbage.ply": "corrupt", "nan.xyz": "NaN", "one.xyz": "only 1 point",
+            "same.xyz": "identical", "huge.npy": "MiB limit", "notes.docx": ""}
+
+
+def test_bad_inputs_get_clear_errors_and_the_app_keeps_serving(client, tmp_path):
+    for name, phrase in bad_files(tmp_path).items():
+        with pytest.raises(Exception) as err:
+            predict(client, tmp_path / name)
+        message = str(err.value)
+        assert phrase.lower() in message.lower(), f"{name}: {message}"
+        assert "Traceback" not in message and len(message) < 400, f"{name}: {message}"
+        assert_probs(predict(client, write_format(tmp_path, ".ply")), [WHISPER])  # still serving
+
+
+def test_large_cloud_is_downsampled(client, tmp_path):
+    path = tmp_path / "big.npy"
+    np.save(path, np.random.default_rng(0).normal(size=(600_000, 3)).astype(np.float32))  # 7 MB, > 200k points
+    assert_probs(predict(client, path), [WHISPER])
+
+
+def test_no_entry_selected_is_an_error(client, tmp_path):
+    with pytest.raises(Exception, match="at least one"):
+        predict(client, write_format(tmp_path, ".ply"), entries=(app.NONE, app.NONE, app.NONE))
