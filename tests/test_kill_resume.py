@@ -13,11 +13,11 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+
+from tests.tiny import write_scanobjectnn
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 3
@@ -25,26 +25,10 @@ METRICS = ("best_epoch", "val_acc", "test_acc", "test_mean_class_acc", "test_acc
            "test_n", "epochs", "votes", "trainable_parameters")
 
 
-def shapes(n, points, seed):
-    """n clouds alternating sphere / cube surfaces (an easy 2-class problem)."""
-    g = np.random.default_rng(seed)
-    p = g.normal(size=(n, points, 3)).astype(np.float32)
-    labels = np.arange(n) % 2
-    p[labels == 0] /= np.linalg.norm(p[labels == 0], axis=-1, keepdims=True)
-    p[labels == 1] /= np.abs(p[labels == 1]).max(axis=-1, keepdims=True)
-    return p, labels
-
-
 @pytest.fixture
 def scanobjectnn(tmp_path):
-    root = tmp_path / "sonn"
-    (root / "main_split").mkdir(parents=True)
     # 160 training clouds: 144 train + 16 val, 36 steps of 4 per epoch, long enough to be killed inside one
-    for name, n in [("training", 160), ("test", 16)]:
-        pts, labels = shapes(n, 256, seed=n)
-        with h5py.File(root / f"main_split/{name}_objectdataset_augmentedrot_scale75.h5", "w") as f:
-            f["data"], f["label"] = pts, labels.astype(np.int64)
-    return root
+    return write_scanobjectnn(tmp_path / "sonn", sizes=(("training", 160), ("test", 16)))
 
 
 def command(root, out, *extra):

@@ -1,12 +1,12 @@
 """End-to-end training on tiny files in the official formats, on CPU, into zoo entries."""
 import json
 
-import h5py
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.tiny import sphere_cube_clouds, write_scanobjectnn
 from train import run
 from train.augment import augment, vote_logits
 from train.engine import cosine_with_warmup
@@ -14,25 +14,12 @@ from train.engine import cosine_with_warmup
 QUICK = ["--backbone", "scratch:2d", "--epochs", "2", "--batch-size", "4", "--points", "128", "--votes", "2"]
 
 
-def shapes(n, points, seed=0):
-    """n clouds alternating sphere / cube surfaces: an easy 2-class problem."""
-    g = np.random.default_rng(seed)
-    p = g.normal(size=(n, points, 3)).astype(np.float32)
-    labels = np.arange(n) % 2
-    p[labels == 0] /= np.linalg.norm(p[labels == 0], axis=-1, keepdims=True)
-    p[labels == 1] /= np.abs(p[labels == 1]).max(axis=-1, keepdims=True)
-    return p, labels
+shapes = sphere_cube_clouds
 
 
 @pytest.fixture
 def scanobjectnn(tmp_path):
-    root = tmp_path / "sonn"
-    (root / "main_split").mkdir(parents=True)
-    for name, n in [("training", 24), ("test", 8)]:
-        pts, labels = shapes(n, 256, seed=n)
-        with h5py.File(root / f"main_split/{name}_objectdataset_augmentedrot_scale75.h5", "w") as f:
-            f["data"], f["label"] = pts, labels.astype(np.int64)
-    return root
+    return write_scanobjectnn(tmp_path / "sonn")
 
 
 @pytest.fixture

@@ -90,12 +90,15 @@ def test_save_load_round_trip_identical_logits(saved, bunny):
     assert card.startswith("---") and "license:" in card and "load_model" in card
 
 
-def test_tampered_artifact_is_refused(saved, tmp_path):
-    _, folder = saved
-    bad = tmp_path / "bad"
-    bad.mkdir()
+def copy_entry(folder, dest):
+    dest.mkdir()
     for f in folder.iterdir():
-        (bad / f.name).write_bytes(f.read_bytes())
+        (dest / f.name).write_bytes(f.read_bytes())
+    return dest
+
+
+def test_tampered_artifact_is_refused(saved, tmp_path):
+    bad = copy_entry(saved[1], tmp_path / "bad")
     blob = bytearray((bad / "adapter.safetensors").read_bytes())
     blob[-10] ^= 0xFF
     (bad / "adapter.safetensors").write_bytes(bytes(blob))
@@ -104,11 +107,7 @@ def test_tampered_artifact_is_refused(saved, tmp_path):
 
 
 def test_other_backbone_weights_are_refused(saved, tmp_path):
-    _, folder = saved
-    bad = tmp_path / "other"
-    bad.mkdir()
-    for f in folder.iterdir():
-        (bad / f.name).write_bytes(f.read_bytes())
+    bad = copy_entry(saved[1], tmp_path / "other")
     config = json.loads((bad / "config.json").read_text())
     config["backbone"]["sha256"] = "0" * 64
     (bad / "config.json").write_text(json.dumps(config))

@@ -56,3 +56,26 @@ def shape_cloud(kind, n=256, generator=None):
     if kind == "sphere":
         return p / p.norm(dim=-1, keepdim=True)
     return p / p.abs().amax(dim=-1, keepdim=True)
+
+
+def sphere_cube_clouds(n, points, seed=0):
+    """n clouds alternating sphere / cube surfaces (an easy 2-class problem): float32 (n, points, 3), labels (n,)."""
+    import numpy as np
+    g = np.random.default_rng(seed)
+    p = g.normal(size=(n, points, 3)).astype(np.float32)
+    labels = np.arange(n) % 2
+    p[labels == 0] /= np.linalg.norm(p[labels == 0], axis=-1, keepdims=True)
+    p[labels == 1] /= np.abs(p[labels == 1]).max(axis=-1, keepdims=True)
+    return p, labels
+
+
+def write_scanobjectnn(root, sizes=(("training", 24), ("test", 8)), points=256):
+    """A tiny ScanObjectNN PB_T50_RS in the official h5 layout under root/main_split/."""
+    import h5py
+    import numpy as np
+    (root / "main_split").mkdir(parents=True)
+    for name, n in sizes:
+        pts, labels = sphere_cube_clouds(n, points, seed=n)
+        with h5py.File(root / f"main_split/{name}_objectdataset_augmentedrot_scale75.h5", "w") as f:
+            f["data"], f["label"] = pts, labels.astype(np.int64)
+    return root
