@@ -3,14 +3,17 @@ classify it. `python app.py` serves it on 127.0.0.1:7860 (GRADIO_SERVER_NAME / G
 
 UI and glue only: models come from `zoo`, files are read by `train.data.files.read_points`.
 """
+import itertools
 import os
 import tempfile
 import threading
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
+from matplotlib.figure import Figure  # not pyplot: its global figure state is not safe across queue workers
 
 from train.data.files import SUPPORTED_EXTENSIONS, PointCloudError, read_points, write_points
 from zoo import ModelUnavailable, list_models, load_model
@@ -28,11 +31,27 @@ MODALITIES = ("vision", "language", "audio")
 MAX_UPLOAD_MB = 50  # a 5M-point float32 .npy (60 MB) is refused; a 1M-point one is read and downsampled
 MAX_POINTS = 200_000  # larger clouds are randomly downsampled (fixed seed) before anything else
 NONE = "(none)"
+CONCURRENCY = 2  # requests the queue runs at once; more would only queue up for the same CPU cores
 EXAMPLES = sorted(str(p.relative_to(HERE)) for p in (HERE / "examples").glob("*.ply"))
+# one request per entry at a time: two forwards of one model on the same cores only slow each other down;
+# different entries still run in parallel
+_MODEL_LOCKS = defaultdict(threading.Lock)
+# the 3D view's .ply files rotate through a few slots: Gradio copies each output into its own cache (by content)
+# long before a slot comes round again, so a long-running server does not fill /tmp
+_CLOUD_DIR, _CLOUD_SLOTS = Path(tempfile.mkdtemp(prefix="any2point-cloud-")), itertools.count()
 
 
 def choices(modality):
     return [r["name"] for r in list_models(modality) if r["available"]] + [NONE]
+
+
+def zoo_table():
+    """Every registry entry with whether it runs here and why not, so missing entries are explained, not hidden."""
+    rows = ["| entry | modality | backbone | state |", "|---|---|---|---|"]
+    for r in list_models():
+        state = ("trained" if r["trained"] else "untrained (random adapter)") if r["available"] else r["reason"]
+        rows.append(f"| `{r['name']}` | {r['modality']} | `{r['backbone']}` | {state} |")
+    return "\n".join(rows)
 
 
 def read_upload(path):
@@ -57,14 +76,23 @@ def get_model(name):
 
 @gpu
 def classify(points, names):
-    """-> {entry: (model, probs, latency_ms)} for the chosen entries."""
+    """-> {entry: (probs, latency_ms)}. Returns plain data only: under ZeroGPU this runs in a worker process and
+    its result is pickled back, so models stay in the cache rather than travelling."""
     out = {}
     for name in names:
         model = get_model(name)
-        t = time.perf_counter()
-        probs = model.predict(points)
-        out[name] = (model, probs, (time.perf_counter() - t) * 1e3)
+        with _MODEL_LOCKS[name]:
+            t = time.perf_counter()
+            probs = model.predict(points)
+            out[name] = (probs, (time.perf_counter() - t) * 1e3)
     return out
+
+
+def card(name, model, ms):
+    """One result card: entry, whether its adapter was trained, latency and the parameter budget."""
+    state = "trained" if model.trained else "untrained (random adapter): its guesses mean nothing yet"
+    return (f"**{name}**  \n{state} · {ms:.0f} ms · trainable {model.num_trainable():,} / backbone "
+            f"{model.num_backbone():,} parameters")
 
 
 def predict(file, vision=DEFAULTS["vision"], language=DEFAULTS["language"], audio=DEFAULTS["audio"]):
@@ -72,7 +100,7 @@ def predict(file, vision=DEFAULTS["vision"], language=DEFAULTS["language"], audi
     names = [n for n in (vision, language, audio) if n and n != NONE]
     if not names:
         raise gr.Error("Pick at least one zoo entry.")
-    return {name: probs for name, (_, probs, _) in classify(read_upload(file), names).items()}
+    return {name: probs for name, (probs, _) in classify(read_upload(file), names).items()}
 
 
 def compare(file, vision, language, audio, progress=gr.Progress()):
@@ -92,34 +120,29 @@ def compare(file, vision, language, audio, progress=gr.Progress()):
             labels.append(None)
             cards.append(f"**{modality}**: not selected")
             continue
-        model, probs, ms = results[name]
+        probs, ms = results[name]
         labels.append(probs)
-        state = "trained" if model.trained else "untrained (random adapter: its guesses mean nothing)"
-        cards.append(f"**{name}**  \n{state} · {ms:.0f} ms · trainable {model.num_trainable():,} / backbone "
-                     f"{model.num_backbone():,} parameters")
-    return (*labels, *cards, cloud_view(points), views_figure(points, results))
+        cards.append(card(name, get_model(name), ms))
+    return (*labels, *cards, cloud_view(points), views_figure(points, list(results)))
 
 
 def cloud_view(points):
     """The normalised cloud as a vertex-only .ply for gr.Model3D (shown as points)."""
     centred = points - points.mean(0)
     centred = centred / max(float(np.linalg.norm(centred, axis=1).max()), 1e-12)
-    path = Path(tempfile.mkdtemp(prefix="any2point-")) / "cloud.ply"
+    path = _CLOUD_DIR / f"cloud-{next(_CLOUD_SLOTS) % 64}.ply"
     return str(write_points(path, centred.astype(np.float32)))
 
 
-def views_figure(points, results):
+def views_figure(points, names):
     """Per entry: the six virtual views (2D image plane or 1D strip) with token centres coloured by their
     guided-adapter cell, and the mean view weights of the last block."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = list(results.items())
-    fig, axes = plt.subplots(len(rows), 7, figsize=(15, 2.3 * len(rows)), squeeze=False,
-                             gridspec_kw=dict(width_ratios=[1] * 6 + [1.3]))
-    for r, (name, (model, _, _)) in enumerate(rows):
-        e = model.explain(points)
+    fig = Figure(figsize=(15, 2.3 * len(names) + 0.3))
+    axes = fig.subplots(len(names), 7, squeeze=False, gridspec_kw=dict(width_ratios=[1] * 6 + [1.3]))
+    for r, name in enumerate(names):
+        model = get_model(name)
+        with _MODEL_LOCKS[name]:
+            e = model.explain(points)
         coords, cells = e["coords"].numpy(), e["cells"].numpy()
         for v in range(coords.shape[0]):
             ax = axes[r, v]
@@ -144,20 +167,35 @@ def views_figure(points, results):
             ax.text(0.5, 0.5, "no guided adapter", ha="center", va="center", fontsize=8)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
-    plt.close(fig)
     return fig
 
 
+def share_cpu():
+    """Give each of the queue's CONCURRENCY workers its share of the cores (ANY2POINT_TORCH_THREADS overrides).
+    torch's default of one intra-op thread per core makes concurrent requests, or any other busy process, fight
+    for them, and threads waiting on a busy core are dramatically slower: on 2 shared cores the three default
+    entries took ~5 s per cloud with 2 threads and ~0.14 s with 1."""
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(int(os.environ.get("ANY2POINT_TORCH_THREADS") or max(1, cores // CONCURRENCY)))
+
+
 def warm_up():
-    """Load the default entries in the background so the first request does not pay for it."""
+    """Load the default entries in the background so the first request does not pay for it; one tiny prediction
+    each also warms torch's kernels."""
+    cloud = np.random.default_rng(0).normal(size=(256, 3)).astype(np.float32)
     for name in DEFAULTS.values():
         try:
-            load_model(name)
+            model = load_model(name)
+            with _MODEL_LOCKS[name]:
+                model.predict(cloud)
         except Exception:  # an unavailable entry is reported when someone picks it
             pass
 
 
-with gr.Blocks(title="Any2Point zoo") as demo:
+# uploads and outputs older than an hour are removed from Gradio's cache (checked hourly)
+with gr.Blocks(title="Any2Point zoo", delete_cache=(3600, 3600)) as demo:
     gr.Markdown(
         "# Any2Point zoo\n"
         "Frozen **vision**, **language** and **audio** transformers classify a 3D point cloud through a "
@@ -172,22 +210,30 @@ with gr.Blocks(title="Any2Point zoo") as demo:
             button = gr.Button("Compare", variant="primary")
             if EXAMPLES:
                 gr.Examples(EXAMPLES, inputs=upload, label="examples (licences: examples/LICENSES.md)")
+            with gr.Accordion("all zoo entries", open=False):
+                gr.Markdown(zoo_table())
         with gr.Column(scale=1):
             view3d = gr.Model3D(label="normalised cloud", clear_color=(1, 1, 1, 1), height=320)
     with gr.Row():
         cards, labels = [], []
         for m in MODALITIES:
             with gr.Column():
-                cards.append(gr.Markdown(f"**{m}**"))
+                cards.append(gr.Markdown(f"**{m}**", label=f"{m} card"))
                 labels.append(gr.Label(num_top_classes=5, label=m))
-    plot = gr.Plot(label="what each model saw: six virtual views, tokens coloured by guided-adapter cell")
+    # a heading rather than the plot's own label, which would sit on top of the first view's title
+    gr.Markdown("**What each model saw**: its six virtual views (2D image plane or 1D positions), token centres "
+                "coloured by guided-adapter cell, and the mean per-view weights of the last block.")
+    plot = gr.Plot(label="what each model saw", show_label=False)
     button.click(compare, [upload, *pickers], [*labels, *cards, view3d, plot], api_name="compare")
-    api_out = gr.JSON(visible=False)
+    api_out = gr.JSON(label="probabilities", visible=False)
     api_button = gr.Button(visible=False)
     api_button.click(predict, [upload, *pickers], api_out, api_name="predict")
 
-demo.queue(default_concurrency_limit=2, max_size=32)
+demo.queue(default_concurrency_limit=CONCURRENCY, max_size=32)
 
 if __name__ == "__main__":
+    share_cpu()  # only when serving: importing the app (tests, notebooks) leaves torch's settings alone
     threading.Thread(target=warm_up, daemon=True).start()
-    demo.launch(max_file_size=f"{4 * MAX_UPLOAD_MB}mb", server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    # host/port left to Gradio: it reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (default 127.0.0.1:7860). The
+    # transfer limit is above MAX_UPLOAD_MB so an oversized file reaches read_upload and gets its one-line reason.
+    demo.launch(max_file_size=f"{4 * MAX_UPLOAD_MB}mb")

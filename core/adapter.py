@@ -62,7 +62,6 @@ class GuidedAdapter(nn.Module):
         # per block: BN over the 3D feature and the V view features side by side ((1 + V) * d channels), computed
         # on tokens after scattering back, so statistics are weighted by cell size
         self.bn = nn.ModuleList(nn.BatchNorm1d((1 + v) * d) for _ in range(depth))
-        self.record = None  # a list to receive each block's view weights (B, G, V), for explanations
 
     def prepare(self, groups):
         """Everything that is the same for every block, computed once per forward."""
@@ -100,6 +99,6 @@ class GuidedAdapter(nn.Module):
         cos = (F.normalize(hv, dim=-1) * F.normalize(x3d, dim=-1)).sum(-1)  # (B, G, V)
         w = (cos + 1) / 2
         w = w / w.sum(dim=-1, keepdim=True).clamp_min(1e-6)
-        if self.record is not None:
-            self.record.append(w.detach())
+        if groups.get("record") is not None:  # per forward, not module state: concurrent calls stay apart
+            groups["record"].append(w.detach())
         return x + self.scale * self.up[block]((w.unsqueeze(-1) * hv).sum(dim=2))

@@ -87,8 +87,8 @@ class Any2Point(nn.Module):
             self.backbone.eval()
         return self
 
-    def forward(self, points):
-        """points (B, N, 3) -> logits (B, K)."""
+    def forward(self, points, record=None):
+        """points (B, N, 3) -> logits (B, K). `record`: a list that receives each block's view weights (B, G, V)."""
         if points.dim() != 3 or points.shape[-1] != 3:
             raise ValueError(f"expected points of shape (B, N, 3), got {tuple(points.shape)}")
         bb = self.backbone
@@ -99,6 +99,7 @@ class Any2Point(nn.Module):
             pe = torch.zeros_like(pe)
         if self.guided is not None:
             groups = self.guided.prepare(groups)
+            groups["record"] = record
         b = tokens.shape[0]
         x = torch.cat([self.cls_token.expand(b, 1, -1), tokens], dim=1)  # (B, 1 + G, C)
         pos = torch.cat([self.cls_pos.expand(b, 1, -1), pe.to(tokens.dtype).expand(b, -1, -1)], dim=1)
@@ -177,13 +178,10 @@ class Any2Point(nn.Module):
             xyz = normalize(pts)
             _, centres = self.tokenizer(xyz)
             _, groups = self.projection(centres, self.backbone.pos_table())
-            if self.guided is not None:
-                self.guided.record = []
-            probs = self._probs(self(pts))
-            weights = torch.stack(self.guided.record)[:, 0].cpu() if self.guided is not None else None
+            record = []
+            probs = self._probs(self(pts, record=record))
+            weights = torch.stack(record)[:, 0].cpu() if record else None
         finally:
-            if self.guided is not None:
-                self.guided.record = None
             self.train(was_training)
         return dict(points=xyz[0].cpu(), centres=centres[0].cpu(), kind=self.projection.kind,
                     coords=groups["coords"][:, 0].cpu(), cells=groups["cells"][:, 0].cpu(),

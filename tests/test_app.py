@@ -92,7 +92,7 @@ def bad_files(tmp_path):
     np.save(tmp_path / "huge.npy", np.zeros((5_000_000, 3), dtype=np.float32))  # 60 MB > the 50 MB limit
     (tmp_path / "notes.docx").write_bytes(b"PK\x03\x04 not a point cloud")
     return {"empty.ply": "empty", "garbage.ply": "corrupt", "nan.xyz": "NaN", "one.xyz": "only 1 point",
-            "same.xyz": "identical", "huge.npy": "MiB limit", "notes.docx": ""}
+            "same.xyz": "identical", "huge.npy": "MiB limit", "notes.docx": "invalid file type"}
 
 
 def test_bad_inputs_get_clear_errors_and_the_app_keeps_serving(client, tmp_path):
@@ -114,3 +114,32 @@ def test_large_cloud_is_downsampled(client, tmp_path):
 def test_no_entry_selected_is_an_error(client, tmp_path):
     with pytest.raises(Exception, match="at least one"):
         predict(client, write_format(tmp_path, ".ply"), entries=(app.NONE, app.NONE, app.NONE))
+
+
+def test_cards_say_plainly_whether_an_entry_is_trained():
+    class Fake:
+        trained = False
+        num_trainable, num_backbone = (lambda self: 1_234), (lambda self: 5_678_000)
+
+    text = app.card("some-entry", Fake(), 12.3)
+    assert "untrained (random adapter)" in text and "12 ms" in text and "1,234" in text and "5,678,000" in text
+    Fake.trained = True
+    assert app.card("some-entry", Fake(), 1).split("  \n")[1].startswith("trained ·")
+
+
+def test_zoo_table_lists_every_entry_with_why_it_is_missing():
+    table = app.zoo_table()
+    for row in app.list_models():
+        assert row["name"] in table
+        if not row["available"]:
+            assert row["reason"] in table
+
+
+def test_concurrent_comparisons_of_the_same_entry(client):
+    """Two queue workers on one cached model: explain() records view weights on it, so the app serialises per entry."""
+    entries = (app.NONE, app.NONE, WHISPER)
+    jobs = [client.submit(handle_file(str(app.HERE / "examples" / name)), *entries, api_name="/compare")
+            for name in ("bunny.ply", "chair.ply", "sofa.ply", "table.ply")]
+    for job in jobs:
+        out = job.result(timeout=300)
+        assert out[2]["label"] in app.get_model(WHISPER).labels and "ms" in out[5]
