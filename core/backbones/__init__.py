@@ -86,8 +86,8 @@ def _scratch(kind, width, depth, heads):
         import timm
         return timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=14 * 16, embed_dim=width,
                                  depth=depth, num_heads=heads, num_classes=0)
-    if kind == "1d":
-        from transformers import BertConfig, BertModel
+    if kind == "1d":  # the lite BERT: transformers' keys and (seeded) init, without its import time
+        from core.backbones.lite import BertConfig, BertModel
         return BertModel(BertConfig(hidden_size=width, num_hidden_layers=depth, num_attention_heads=heads,
                                     intermediate_size=4 * width, max_position_embeddings=256, vocab_size=8),
                          add_pooling_layer=False)

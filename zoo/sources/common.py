@@ -122,7 +122,7 @@ def _instantiate(conv, config, state) -> torch.nn.Module:
     if all(name in state for name, _ in model.named_buffers()):
         model.load_state_dict(state, strict=True, assign=True)
         return model
-    # non-persistent buffers (BERT's position_ids) are not in the state and must come from a real init
+    # non-persistent buffers (transformers BERT's position_ids, say) are not in the state: they need a real init
     model = conv.build(config)
     model.load_state_dict(state, strict=True)
     return model

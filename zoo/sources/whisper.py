@@ -4,14 +4,15 @@ The CT2 binary (as written by ctranslate2/specs/model_spec.py, versions >= 4): u
 uint16 length (counting the trailing NUL) then the bytes; spec name (v>=2), uint32 revision, uint32 variable count;
 per variable: name, uint8 rank, uint32 dims, uint8 dtype, uint32 byte count, raw little-endian data; then
 (v>=3) uint32 alias count and (alias, target) string pairs.
+The module is core.backbones.lite's WhisperEncoder (transformers' keys, without importing transformers).
 """
 import re
 import struct
 
 import numpy as np
 import torch
-from transformers import WhisperConfig
-from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from core.backbones import lite
 
 # ctranslate2 DataType enum order: FLOAT32, INT8, INT16, INT32, FLOAT16, BFLOAT16
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
@@ -107,4 +108,4 @@ def convert(path):
 
 
 def build(config):
-    return WhisperEncoder(WhisperConfig(**config))
+    return lite.WhisperEncoder(lite.WhisperConfig.from_dict(config))
