@@ -3,11 +3,14 @@
     python benchmarks/results_table.py [--runs-dir runs/sh3d] [--readme README.md]
 
 Reads each run's result.json (written by train/run.py at the end) and prints a markdown table; with --readme it
-replaces the block between <!-- results:start --> and <!-- results:end --> in that file.
+replaces the block between <!-- results:start --> and <!-- results:end --> in that file. Runs of one recipe at
+several seeds (`<run>`, `<run>-seed1`, ...; see benchmarks/sh3d_suite.py --seeds) make one row: the mean, and the
+standard deviation over seeds after a ±.
 """
 import argparse
 import json
 import re
+import statistics
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,15 +46,40 @@ def rows(runs_dir):
                         val=r["val_acc"], params=r["trainable_parameters"], minutes=r["train_seconds"] / 60,
                         epochs=r["epochs"], cps=r["clouds_per_s"]))
     order = {"vision": 0, "language": 1, "audio": 2}
-    return sorted(out, key=lambda x: (order.get(x["modality"], 3), x["method"] != "Any2Point", x["method"]))
+    return sorted(out, key=lambda x: (order.get(x["modality"], 3), x["method"] != "Any2Point", x["method"], x["run"]))
+
+
+METRICS = ("acc", "vote", "mca", "val", "minutes")
+
+
+def by_recipe(rs):
+    """Rows of one recipe at several seeds -> one row with lists of values (in first-seen order)."""
+    groups = {}
+    for x in rs:
+        key = re.sub(r"-seed\d+$", "", x["run"])
+        g = groups.setdefault(key, dict(x, run=key, seeds=0, **{m: [] for m in METRICS}))
+        g["seeds"] += 1
+        for m in METRICS:
+            g[m].append(x[m])
+    return list(groups.values())
+
+
+def cell(values, pct=True):
+    mean = statistics.fmean(values)
+    text = f"{mean:.1%}" if pct else f"{mean:.1f}"
+    if len(values) > 1:
+        sd = statistics.stdev(values)
+        text += f" ± {sd * 100:.1f}" if pct else f" ± {sd:.1f}"
+    return text
 
 
 def table(rs):
     lines = ["| backbone | method | test acc | test acc (10-vote) | mean class acc | val acc | trainable params "
-             "| train time (min, CPU) |", "|---|---|---|---|---|---|---|---|"]
-    for x in rs:
-        lines.append(f"| {x['backbone']} ({x['modality']}) | {x['method']} | {x['acc']:.1%} | {x['vote']:.1%} | "
-                     f"{x['mca']:.1%} | {x['val']:.1%} | {x['params']:,} | {x['minutes']:.1f} |")
+             "| train time (min, CPU) | seeds |", "|---|---|---|---|---|---|---|---|---|"]
+    for x in by_recipe(rs):
+        lines.append(f"| {x['backbone']} ({x['modality']}) | {x['method']} | {cell(x['acc'])} | {cell(x['vote'])} | "
+                     f"{cell(x['mca'])} | {cell(x['val'])} | {x['params']:,} | {cell(x['minutes'], pct=False)} | "
+                     f"{x['seeds']} |")
     return "\n".join(lines)
 
 

@@ -2,33 +2,46 @@
 linear-probe baselines for each, and ablations (no PE, the other projection, no guided adapter) for one backbone.
 
     python -m train.data.sh3d --out data/sh3d          # once
-    python benchmarks/sh3d_suite.py [--only NAME ...] [--ablation-backbone whisper] [--install]
+    python benchmarks/sh3d_suite.py [--only NAME ...] [--ablation-backbone whisper] [--seeds 0 1 2] [--install]
 
-Runs one after another (each resumable: kill it and start it again), skipping runs that already have a
-result.json. `--install` copies the three Any2Point entries into zoo/checkpoints/ (the embedded defaults).
+Runs one after another, or `--jobs N` at a time with one torch thread each (on a small CPU two single-threaded runs
+finish sooner than one run on two threads, and never stall each other's thread pools). Each run is resumable: kill
+the suite and start it again; runs that already have a result.json are skipped. Order: the main runs (Any2Point, linear probe, from scratch) at the first seed, the ablations, then
+the main runs at each further seed (named `<run>-seed<N>`), so the table has error bars as soon as they exist.
+The test split has 60 models (one model = 1.7 points of accuracy): one seed cannot separate close methods.
+`--install` copies the three first-seed Any2Point entries into zoo/checkpoints/ (the embedded defaults).
 Then `python benchmarks/results_table.py` builds the README table from the logs.
 """
 import argparse
+import os
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONES = {"dinov2s": "vision", "minilm": "language", "whisper": "audio"}
 
 
-def runs(ablation_backbone):
-    out = []
-    for short, modality in BACKBONES.items():
-        out.append((f"any2point-{modality}-{short}-sh3d", short, []))
-    for short, modality in BACKBONES.items():
-        out.append((f"baseline-linear-probe-{short}", short, ["--variant", "linear_probe"]))
-        out.append((f"baseline-from-scratch-{short}", short, ["--variant", "from_scratch"]))
+def main_runs(seed, first):
+    tag = "" if seed == first else f"-seed{seed}"
+    flags = [] if seed == first else ["--seed", str(seed)]
+    out = [(f"any2point-{modality}-{short}-sh3d{tag}", short, flags) for short, modality in BACKBONES.items()]
+    for short in BACKBONES:
+        out.append((f"baseline-linear-probe-{short}{tag}", short, ["--variant", "linear_probe", *flags]))
+        out.append((f"baseline-from-scratch-{short}{tag}", short, ["--variant", "from_scratch", *flags]))
+    return out
+
+
+def runs(ablation_backbone, seeds=(0,)):
+    out = main_runs(seeds[0], seeds[0])
     other = "2d" if ablation_backbone in ("minilm", "whisper") else "1d"
     out += [(f"ablation-no-pe-{ablation_backbone}", ablation_backbone, ["--pe", "none"]),
             (f"ablation-pe-{other}-{ablation_backbone}", ablation_backbone, ["--pe", other]),
             (f"ablation-no-guided-{ablation_backbone}", ablation_backbone, ["--no-guided"])]
+    for seed in seeds[1:]:
+        out += main_runs(seed, seeds[0])
     return out
 
 
@@ -36,28 +49,43 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", nargs="*", help="run only these names")
     p.add_argument("--ablation-backbone", default="whisper", choices=list(BACKBONES))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds for the main runs (first = shipped)")
     p.add_argument("--runs-dir", default="runs/sh3d")
     p.add_argument("--install", action="store_true", help="copy finished Any2Point entries into zoo/checkpoints/")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time, one torch thread each when > 1")
     p.add_argument("--dry-run", action="store_true")
     a, extra = p.parse_known_args(argv)
-    for name, short, flags in runs(a.ablation_backbone):
-        if a.only and name not in a.only:
-            continue
+    todo = [(name, short, flags) for name, short, flags in runs(a.ablation_backbone, a.seeds)
+            if not a.only or name in a.only]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1") if a.jobs > 1 else None
+
+    def one(run):
+        name, short, flags = run
         out = ROOT / a.runs_dir / name
         if (out / "result.json").exists():
-            print(f"[done] {name}")
-        else:
-            cmd = [sys.executable, str(ROOT / "train/run.py"), "--config", str(ROOT / f"train/configs/sh3d_{short}.toml"),
-                   "--output-dir", str(out), "--name", name, "--resume", *flags, *extra]
-            print(f"[run] {name}: {' '.join(cmd[1:])}", flush=True)
-            if not a.dry_run:
-                subprocess.run(cmd, check=True, cwd=ROOT)
-        if a.install and name.startswith("any2point-") and (out / "entry" / "config.json").exists():
+            print(f"[done] {name}", flush=True)
+            return
+        cmd = [sys.executable, str(ROOT / "train/run.py"), "--config", str(ROOT / f"train/configs/sh3d_{short}.toml"),
+               "--output-dir", str(out), "--name", name, "--resume", *flags, *extra]
+        print(f"[run] {name}: {' '.join(cmd[1:])}", flush=True)
+        if a.dry_run:
+            return
+        out.parent.mkdir(parents=True, exist_ok=True)
+        log = (out.parent / f"{name}.log").open("a") if a.jobs > 1 else None  # parallel runs: one log each
+        subprocess.run(cmd, check=True, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+        print(f"[finished] {name}", flush=True)
+
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        for f in [pool.submit(one, r) for r in todo]:
+            f.result()  # the first failure stops the suite (finished runs are kept)
+    for name, _, _ in todo:
+        out = ROOT / a.runs_dir / name
+        if a.install and name.startswith("any2point-") and "-seed" not in name \
+                and (out / "entry" / "config.json").exists():
             dest = ROOT / "zoo" / "checkpoints" / name
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(out / "entry", dest)
             print(f"[installed] {dest.relative_to(ROOT)}")
-
 
 if __name__ == "__main__":
     main()

@@ -6,8 +6,9 @@
 
 Measures, per backbone and device:
   * tokenizer time (FPS + kNN + MLPs on a normalised cloud) at 1k / 2k / 8k / 32k points, batch 1;
-  * the adapted forward (2,048 points, batch 1) against the bare frozen backbone on the same number of tokens,
-    timed interleaved in one run so machine load hits both alike; the ratio of medians and the tokenizer's share;
+  * the adapted forward (2,048 points, batch 1) against the bare frozen backbone on the same tokens, timed
+    interleaved in one run so machine load hits both alike: adapted (tokens -> logits) / bare, end to end
+    (points -> logits) / bare, and the tokenizer's share of the end-to-end forward;
   * training throughput (forward + backward + AdamW step on the trainable parameters, batch 16) at 1,024 and
     2,048 points, and peak memory (CUDA: max_memory_allocated; CPU: peak process RSS above the model at rest,
     sampled with psutil, or ru_maxrss when psutil is missing).
@@ -158,22 +159,38 @@ def bench_tokenizer(model, device, sizes, repeats):
 
 
 def bench_forward(model, device, points, repeats):
+    """Batch 1, one cloud. Three forwards timed interleaved, all on the same tokens (the tokenizer's, for this cloud):
+    bare = the frozen blocks alone (adapter hooks off); adapted = Any2Point from those tokens to logits (projection,
+    PE, both adapters, head); end to end = from the points (adds normalisation and the tokenizer)."""
     from core.points import normalize
     bb = model.backbone
-    num_tokens = model.tokenizer.num_tokens
     pts = cloud(1, points, device)
-    tokens = torch.randn(1, num_tokens + 1, bb.width, generator=torch.Generator().manual_seed(1)).to(device)
+    with torch.no_grad():
+        tokens, centres = model.tokenizer(normalize(pts))
+        seq = torch.cat([model.cls_token.expand(1, 1, -1), tokens], dim=1)  # (1, 1 + G, C)
 
     def bare():
-        with model.bare():  # the backbone alone: no bottleneck adapter hooks
-            bb(tokens)
+        with model.bare():
+            bb(seq)
 
     with torch.no_grad():
-        t = interleaved({"adapted": lambda: model(pts), "bare": bare,
-                         "tokenizer": lambda: model.tokenizer(normalize(pts))}, device, repeats)
-    return dict(points=points, tokens=num_tokens + 1, blocks=len(bb.blocks), width=bb.width,
-                adapted_ms=t["adapted"] * 1e3, bare_ms=t["bare"] * 1e3, ratio=t["adapted"] / t["bare"],
-                tokenizer_share=t["tokenizer"] / t["adapted"])
+        t = interleaved({"end_to_end": lambda: model(pts), "adapted": lambda: model.forward_tokens(tokens, centres),
+                         "bare": bare, "tokenizer": lambda: model.tokenizer(normalize(pts))}, device, repeats)
+    return dict(points=points, tokens=seq.shape[1], blocks=len(bb.blocks), width=bb.width,
+                bare_ms=t["bare"] * 1e3, adapted_ms=t["adapted"] * 1e3, end_to_end_ms=t["end_to_end"] * 1e3,
+                tokenizer_ms=t["tokenizer"] * 1e3, ratio=t["adapted"] / t["bare"],
+                ratio_end_to_end=t["end_to_end"] / t["bare"], tokenizer_share=t["tokenizer"] / t["end_to_end"])
+
+
+def forward_table(rows):
+    """Markdown rows for bench_forward results: [(label, result)]."""
+    out = ["| backbone | blocks x width | points | tokens | bare ms | adapted ms (same tokens) | end to end ms "
+           "| adapted / bare | end to end / bare | tokenizer share |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for label, f in rows:
+        out.append(f"| {label} | {f['blocks']}x{f['width']} | {f['points']:,} | {f['tokens']} | {f['bare_ms']:.2f} | "
+                   f"{f['adapted_ms']:.2f} | {f['end_to_end_ms']:.2f} | {f['ratio']:.2f}x | "
+                   f"{f['ratio_end_to_end']:.2f}x | {f['tokenizer_share']:.1%} |")
+    return out
 
 
 def bench_train(model, device, points, batch, repeats):
@@ -235,15 +252,10 @@ def render(results, skipped, devices, a):
         for t in r["tokenizer"]:
             out.append(f"| {short(r['spec'])} | {r['device']} | {t['points']:,} | {t['tokens']} | {t['ms']:.2f} |")
     out += ["", "## Adapted forward vs bare frozen backbone, batch 1", "",
-            "Same run, interleaved repeats; bare = the frozen blocks alone on the same number of tokens (adapter "
-            "hooks off); tokenizer share = tokenizer time / adapted forward time.", "",
-            "| backbone | device | blocks x width | points | tokens | bare ms | adapted ms | adapted / bare "
-            "| tokenizer share |", "|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        f = r["forward"]
-        out.append(f"| {short(r['spec'])} | {r['device']} | {f['blocks']}x{f['width']} | {f['points']:,} | "
-                   f"{f['tokens']} | {f['bare_ms']:.2f} | {f['adapted_ms']:.2f} | {f['ratio']:.2f}x | "
-                   f"{f['tokenizer_share']:.1%} |")
+            "Same run, interleaved repeats, all on the same tokens: bare = the frozen blocks alone (adapter hooks "
+            "off); adapted = Any2Point from those tokens to logits (projection, PE, adapters, guided adapter, head); "
+            "end to end = from the points (adds the tokenizer); tokenizer share = tokenizer / end to end.", ""]
+    out += forward_table([(f"{short(r['spec'])} ({r['device']})", r["forward"]) for r in results])
     methods = sorted({t["memory_method"] for r in results for t in r["train"]})
     out += ["", f"## Training step (forward + backward + AdamW on the trainable parameters), batch {a.train_batch}",
             "", f"Peak memory: {'; '.join(methods)}.", "",

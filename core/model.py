@@ -1,4 +1,5 @@
 """Any2Point: tokenizer + virtual projection + frozen backbone with adapters + cls/max head."""
+import threading
 from contextlib import contextmanager
 
 import numpy as np
@@ -64,12 +65,28 @@ class Any2Point(nn.Module):
         if self.adapters is not None:
             for i in range(depth):
                 bb.ffn_output(i).register_forward_hook(self._adapter_hook(i))
+        # post-LN blocks (BERT) end in a LayerNorm: the guided update goes in before it, from a pre-hook that finds
+        # this forward's groups by thread (a plain dict, so the model still deep-copies and pickles)
+        self._post_ln = self.guided is not None and bb.post_norm(0) is not None
+        self._groups = {}
+        if self._post_ln:
+            for i in range(depth):
+                bb.post_norm(i).register_forward_pre_hook(self._guided_hook(i))
         bb.requires_grad_(not freeze_backbone)
         self.train(False)
 
     def _adapter_hook(self, i):
         def hook(module, args, out):
             return self.adapters[i](out) if self.adapters_enabled else out
+        return hook
+
+    def _guided_hook(self, i):
+        def hook(module, args):
+            groups = self._groups.get(threading.get_ident())
+            if groups is None:  # the backbone called on its own (bare path, baselines)
+                return None
+            x = args[0]
+            return (self.guided(x, groups, i),) + tuple(args[1:])
         return hook
 
     @contextmanager
@@ -91,9 +108,12 @@ class Any2Point(nn.Module):
         """points (B, N, 3) -> logits (B, K). `record`: a list that receives each block's view weights (B, G, V)."""
         if points.dim() != 3 or points.shape[-1] != 3:
             raise ValueError(f"expected points of shape (B, N, 3), got {tuple(points.shape)}")
+        tokens, centres = self.tokenizer(normalize(points.float()))  # (B, G, C), (B, G, 3)
+        return self.forward_tokens(tokens, centres, record)
+
+    def forward_tokens(self, tokens, centres, record=None):
+        """Point tokens (B, G, C) at centres (B, G, 3) -> logits (B, K): projection, the adapted backbone, head."""
         bb = self.backbone
-        xyz = normalize(points.float())
-        tokens, centres = self.tokenizer(xyz)  # (B, G, C), (B, G, 3)
         pe, groups = self.projection(centres, bb.pos_table())  # (B, G, C)
         if self.pe_mode == "none":
             pe = torch.zeros_like(pe)
@@ -103,13 +123,19 @@ class Any2Point(nn.Module):
         b = tokens.shape[0]
         x = torch.cat([self.cls_token.expand(b, 1, -1), tokens], dim=1)  # (B, 1 + G, C)
         pos = torch.cat([self.cls_pos.expand(b, 1, -1), pe.to(tokens.dtype).expand(b, -1, -1)], dim=1)
-        for i, blk in enumerate(bb.blocks):
-            x = x + pos.to(x.dtype)
-            if i == 0:
-                x = bb.embed(x)
-            x = blk(x)
-            if self.guided is not None:
-                x = torch.cat([x[:, :1], self.guided(x[:, 1:], groups, i).to(x.dtype)], dim=1)
+        after_block = self.guided is not None and not self._post_ln
+        if self._post_ln:
+            self._groups[threading.get_ident()] = groups
+        try:
+            for i, blk in enumerate(bb.blocks):
+                x = x + pos.to(x.dtype)
+                if i == 0:
+                    x = bb.embed(x)
+                x = blk(x)
+                if after_block:
+                    x = self.guided(x, groups, i)
+        finally:
+            self._groups.pop(threading.get_ident(), None)
         x = bb.final_norm(x)
         feat = torch.cat([x[:, 0], x[:, 1:].amax(dim=1)], dim=-1)  # (B, 2C)
         return self.head(feat)

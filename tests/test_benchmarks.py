@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -64,10 +65,12 @@ def test_speed_quick(tmp_path):
     assert all(number(r[4]) > 0 for r in rows)
 
     head, rows = table(md, "## Adapted forward")
-    assert len(rows) == 1 and rows[0][0] == name and rows[0][3] == "2,048" and rows[0][4] == "129"
-    bare, adapted, ratio, share = (number(rows[0][i]) for i in (5, 6, 7, 8))
-    assert bare > 0 and adapted > 0 and ratio > 0 and 0 < share < 100
-    assert abs(ratio - adapted / bare) < 0.01 + 0.01 * ratio  # the ratio is of the printed medians
+    assert len(rows) == 1 and rows[0][0] == f"{name} (cpu)" and rows[0][2] == "2,048" and rows[0][3] == "129"
+    bare, adapted, e2e, ratio, ratio_e2e, share = (number(rows[0][i]) for i in range(4, 10))
+    assert bare > 0 and adapted > 0 and e2e > 0 and 0 < share < 100
+    # the ratios are of the printed medians
+    assert abs(ratio - adapted / bare) < 0.01 + 0.01 * ratio
+    assert abs(ratio_e2e - e2e / bare) < 0.01 + 0.01 * ratio_e2e
 
     head, rows = table(md, "## Training step")
     assert head[-3:] == ["step ms", "clouds/s", "peak memory MB"]
@@ -109,17 +112,19 @@ def test_overhead(capsys):
     import overhead
     threads = torch.get_num_threads()
     try:
-        ratio = overhead.main(["--repeats", "2", "--depth", "2", "--threads", "1"])
+        f = overhead.main(["--repeats", "2", "--depth", "2", "--threads", "1"])
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     head, rows = table(out, "")
-    assert head == ["model", "width x depth", "points", "tokens", "median ms"]
-    assert [r[0] for r in rows] == ["bare frozen backbone", "tokenizer (FPS + kNN + MLP)", "Any2Point adapted forward"]
-    assert all(number(r[4]) > 0 for r in rows)
-    assert rows[0][1] == "384x2" and rows[2][2] == "2048" and rows[2][3] == "129"
-    m = re.search(r"adapted / bare = ([\d.]+)x\s+tokenizer / adapted = ([\d.]+)%", out)
-    assert m and float(m.group(1)) > 0 and 0 < float(m.group(2)) < 100 and ratio > 0
+    assert head[:4] == ["backbone", "blocks x width", "points", "tokens"] and len(rows) == 1
+    assert rows[0][1:4] == ["2x384", "2,048", "129"]
+    bare, adapted, e2e = (number(rows[0][i]) for i in (4, 5, 6))
+    assert bare > 0 and adapted > 0 and e2e > 0
+    m = re.search(r"adapted / bare = ([\d.]+)x\s+end to end / bare = ([\d.]+)x\s+tokenizer / end to end = ([\d.]+)%",
+                  out)
+    assert m and abs(float(m.group(1)) - f["ratio"]) < 0.006 and abs(float(m.group(2)) - f["ratio_end_to_end"]) < 0.006
+    assert 0 < float(m.group(3)) < 100
 
 
 # --- results_table.py -------------------------------------------------------------------------------------------
@@ -169,7 +174,7 @@ def test_results_table_from_runs_and_readme_block(tmp_path, capsys):
     head, body = table(md, "")
     assert head[:3] == ["backbone", "method", "test acc"] and len(body) == 5
     assert body[0] == ["dinov2-s14 (vision)", "Any2Point", "80.0%", "81.0%", "75.0%", "70.0%",
-                       f"{params['dinov2s']:,}", "2.5"]
+                       f"{params['dinov2s']:,}", "2.5", "1"]
     assert [r[1] for r in body] == ["Any2Point", "Any2Point ablation: no PE", "linear probe (frozen, PE on, no adapters)",
                                     "Any2Point", "Any2Point ablation: no guided adapter"]
     assert [r[0] for r in body] == ["dinov2-s14 (vision)"] * 3 + ["minilm-l6 (language)", "whisper-tiny-en (audio)"]
@@ -183,6 +188,17 @@ def test_results_table_from_runs_and_readme_block(tmp_path, capsys):
     results_table.main(["--runs-dir", str(runs), "--readme", str(readme)])  # idempotent
     assert readme.read_text() == text
     assert md in capsys.readouterr().out
+
+    # a second and a third seed of one recipe: one row, mean ± sample standard deviation over the seeds
+    fake_run(runs, "dinov2s-seed1", "packaged:dinov2-s14", "vision", "any2point", {}, 0.70)
+    fake_run(runs, "dinov2s-seed2", "packaged:dinov2-s14", "vision", "any2point", {}, 0.75)
+    head, body3 = table(results_table.table(results_table.rows(runs)), "")
+    assert len(body3) == 5 and body3[1:] == body[1:]
+    assert body3[0][:6] == ["dinov2-s14 (vision)", "Any2Point", "75.0% ± 5.0", "76.0% ± 5.0", "70.0% ± 5.0",
+                            "65.0% ± 5.0"]
+    assert body3[0][-1] == "3"
+    for name in ("dinov2s-seed1", "dinov2s-seed2"):
+        shutil.rmtree(runs / name)
 
     bare = tmp_path / "BARE.md"  # no block yet: appended
     bare.write_text("# Bare\n")

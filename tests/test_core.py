@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from core.adapter import pool_max_mean
+from core.adapter import GuidedAdapter
 from core.backbones import build_backbone
 from core.points import farthest_point_sample, knn, normalize
 from core.projection import (VirtualProjection, cell_ids_1d, project_1d, project_2d, rotate_views, sample_1d,
@@ -120,14 +120,32 @@ def test_projection_masks_match_cells():
     assert mask.diagonal(dim1=-2, dim2=-1).all()
 
 
-def test_pool_max_mean_matches_loop():
-    x, ids = torch.randn(20, 5), torch.randint(0, 4, (20,))
-    ids[:4] = torch.arange(4)
-    counts = torch.bincount(ids, minlength=4)
-    got = pool_max_mean(x, ids, 4, counts)
-    for j in range(4):
-        rows = x[ids == j]
-        assert torch.allclose(got[j], rows.amax(0) + rows.mean(0), atol=1e-6)
+def test_guided_pooling_matches_loop():
+    """Each token gets its voxel mean (3D guide) and, per view, its cell mean + the softmax-weighted pool of its
+    cell's values: checked against a per-group loop."""
+    torch.manual_seed(0)
+    b, g, c, v, d = 2, 10, 16, 2, 4
+    ga = GuidedAdapter(c, 1, num_views=v, inner=d).eval()
+    vox = torch.randint(0, 3, (b, g))
+    cells = torch.randint(0, 3, (v, b, g))
+    groups = ga.prepare(dict(voxels=vox, mask=cells[..., :, None] == cells[..., None, :]))
+    x = torch.randn(b, 1 + g, c)
+    feats = {}
+    ga.bn[0].register_forward_hook(lambda mod, args, out: feats.setdefault("in", args[0]))
+    with torch.no_grad():
+        out = ga(x, groups, 0)
+        h = ga.down[0](torch.nn.functional.layer_norm(x, (c,)))[:, 1:]
+    got = feats["in"].reshape(b, g, 1 + v, d)
+    for i in range(b):
+        for t in range(g):
+            mates = vox[i] == vox[i, t]
+            assert torch.allclose(got[i, t, 0], h[i, mates].mean(0), atol=1e-5)
+            for k in range(v):
+                mates = cells[k, i] == cells[k, i, t]
+                a = torch.softmax(h[i, mates] @ ga.query[:, k], dim=0)
+                val = h[i, mates] @ ga.value_w[k, 0] + ga.value_b[k, 0, 0]
+                assert torch.allclose(got[i, t, 1 + k], h[i, mates].mean(0) + a @ val, atol=1e-5)
+    assert torch.equal(out[:, 0], x[:, 0])  # the prefix token passes by
 
 
 # --- the model ---------------------------------------------------------------------------------------------------
@@ -300,3 +318,32 @@ def test_pe_sampling_matches_grid_sample_and_view_mean():
     assert torch.allclose(sample_2d(table, uv), ref, atol=1e-5)
     from core.projection import corners_2d, sample_views
     assert torch.allclose(sample_views(table, *corners_2d(uv.clamp(-1, 1), 5, 7)), ref.mean(0), atol=1e-5)
+
+
+def test_post_ln_blocks_get_the_guided_update_before_their_norm():
+    """BERT-style blocks end in a LayerNorm: the guided update goes in before it, so every block hands on a
+    normalised stream; the backbone called on its own (bare) is untouched by the hook."""
+    m = tiny_model("bert")
+    assert m._post_ln
+    outs = []
+    for layer in m.backbone.model.encoder.layer:
+        layer.register_forward_hook(lambda mod, args, out: outs.append(out[0] if isinstance(out, tuple) else out))
+    pts, record = clouds(2, 256), []
+    with torch.no_grad():
+        m(pts)
+        first = outs[0]
+        for up in m.guided.up:
+            up.normal_(std=1.0)  # a large update: it must land inside block 0, and not show after the norm
+        outs.clear()
+        m(pts, record=record)
+    depth = len(m.backbone.blocks)
+    assert len(outs) == depth and len(record) == depth
+    assert not torch.allclose(outs[0], first, atol=1e-3)
+    for out in outs:  # LayerNorm with its initial affine: zero mean, unit variance per token
+        assert torch.allclose(out.mean(-1), torch.zeros(()), atol=1e-4)
+        assert torch.allclose(out.var(-1, unbiased=False), torch.ones(()), atol=1e-2)
+    tokens = torch.randn(2, 9, m.backbone.width)
+    with torch.no_grad():
+        a = m.backbone(tokens)
+        m.guided.up[0].mul_(2)
+        assert torch.equal(a, m.backbone(tokens))

@@ -7,6 +7,8 @@ A family wraps a library model (timm, transformers) and exposes:
   pos_table()    (L, C) or (H, W, C), read from the model's own weights (a view, never a copy)
   num_prefix     prefix tokens the model itself has (cls, distillation, registers); informational
   ffn_output(i)  the module whose output is block i's FFN branch, after any layer scale (adapter hook point)
+  post_norm(i)   post-LN families (BERT): the LayerNorm that ends block i, so the guided adapter adds its update
+                 before it and the residual stream stays normalised; None (default) for pre-LN blocks
   embed(x)       whatever the family applies before block 0 (BERT: token-type + LayerNorm); identity by default
   final_norm(x)  the norm after the last block; identity if the model has none
   cls_init()     (C,) a good start for our class token (the model's own cls + its position), or None
@@ -39,6 +41,9 @@ class Backbone(nn.Module):
 
     def ffn_output(self, i):
         raise NotImplementedError
+
+    def post_norm(self, i):
+        return None
 
     def embed(self, x):
         return x

@@ -26,6 +26,9 @@ class HFBert(Backbone):
     def ffn_output(self, i):
         return self.model.encoder.layer[i].output.dense
 
+    def post_norm(self, i):
+        return self.model.encoder.layer[i].output.LayerNorm
+
     def embed(self, x):
         if hasattr(self.emb, "token_type_embeddings"):
             x = x + self.emb.token_type_embeddings.weight[0]
