@@ -1,4 +1,7 @@
 """Trainable parts that ride on the frozen blocks: the bottleneck adapter and the any-to-3D guided adapter."""
+import threading
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -9,7 +12,7 @@ class BottleneckAdapter(nn.Module):
 
     def __init__(self, dim, bottleneck=8, scale=0.3):
         super().__init__()
-        self.scale = scale
+        self.scale, self.enabled = scale, True
         self.down = nn.Linear(dim, bottleneck)
         self.up = nn.Linear(bottleneck, dim)
         nn.init.normal_(self.up.weight, std=1e-3)  # near-identity at start, yet every tensor gets a gradient
@@ -20,6 +23,10 @@ class BottleneckAdapter(nn.Module):
         h = F.gelu(self.down(x)).flatten(0, -2)
         out = torch.addmm(x.flatten(0, -2) + self.scale * self.up.bias, h, self.up.weight.t(), alpha=self.scale)
         return out.view_as(x)
+
+    def hook(self, module, args, out):
+        """Forward hook on the block's FFN-output module."""
+        return self(out) if self.enabled else out
 
 
 class GuidedAdapter(nn.Module):
@@ -54,6 +61,24 @@ class GuidedAdapter(nn.Module):
         # per block: BN over the 3D guide and the V view features side by side ((1 + V) * d channels), on tokens
         # after the summaries are broadcast back, so statistics are weighted by group size
         self.bn = nn.ModuleList(nn.BatchNorm1d((1 + v) * d) for _ in range(depth))
+        self._groups = {}  # thread id -> this forward's groups, for pre_norm_hook (a plain dict: copies, pickles)
+
+    @contextmanager
+    def active(self, groups):
+        """While a forward runs the blocks: lets pre_norm_hook find its groups (per thread, so concurrent
+        forwards of one model stay apart)."""
+        self._groups[threading.get_ident()] = groups
+        try:
+            yield
+        finally:
+            self._groups.pop(threading.get_ident(), None)
+
+    def pre_norm_hook(self, block, module, args):
+        """Forward pre-hook on a post-LN block's closing LayerNorm: add the update to its input."""
+        groups = self._groups.get(threading.get_ident())
+        if groups is None:  # the backbone called on its own (bare path, baselines)
+            return None
+        return (self(args[0], groups, block),) + tuple(args[1:])
 
     def prepare(self, groups):
         """What every block shares, once per forward: who is in whose voxel / cell, as (1 + V, B, G, G) 0/1."""

@@ -1,6 +1,6 @@
 """Any2Point: tokenizer + virtual projection + frozen backbone with adapters + cls/max head."""
-import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import numpy as np
 import torch
@@ -61,42 +61,30 @@ class Any2Point(nn.Module):
             nn.Linear(head_hidden, head_hidden), nn.BatchNorm1d(head_hidden), nn.GELU(), nn.Dropout(dropout),
             nn.Linear(head_hidden, num_classes))
 
-        self.adapters_enabled = True
+        # hooks are bound methods / partials of our own modules, never closures over self: a deep copy or a pickle
+        # of the model then carries hooks that call the copy's adapters
         if self.adapters is not None:
             for i in range(depth):
-                bb.ffn_output(i).register_forward_hook(self._adapter_hook(i))
-        # post-LN blocks (BERT) end in a LayerNorm: the guided update goes in before it, from a pre-hook that finds
-        # this forward's groups by thread (a plain dict, so the model still deep-copies and pickles)
+                bb.ffn_output(i).register_forward_hook(self.adapters[i].hook)
+        # post-LN blocks (BERT) end in a LayerNorm: the guided update goes in before it, from a pre-hook
         self._post_ln = self.guided is not None and bb.post_norm(0) is not None
-        self._groups = {}
         if self._post_ln:
             for i in range(depth):
-                bb.post_norm(i).register_forward_pre_hook(self._guided_hook(i))
+                bb.post_norm(i).register_forward_pre_hook(partial(self.guided.pre_norm_hook, i))
         bb.requires_grad_(not freeze_backbone)
         self.train(False)
-
-    def _adapter_hook(self, i):
-        def hook(module, args, out):
-            return self.adapters[i](out) if self.adapters_enabled else out
-        return hook
-
-    def _guided_hook(self, i):
-        def hook(module, args):
-            groups = self._groups.get(threading.get_ident())
-            if groups is None:  # the backbone called on its own (bare path, baselines)
-                return None
-            x = args[0]
-            return (self.guided(x, groups, i),) + tuple(args[1:])
-        return hook
 
     @contextmanager
     def bare(self):
         """Run the backbone without the bottleneck adapters (benchmarks compare against this)."""
-        self.adapters_enabled = False
+        adapters = list(self.adapters or [])
+        for a in adapters:
+            a.enabled = False
         try:
             yield
         finally:
-            self.adapters_enabled = True
+            for a in adapters:
+                a.enabled = True
 
     def train(self, mode=True):
         super().train(mode)
@@ -124,9 +112,7 @@ class Any2Point(nn.Module):
         x = torch.cat([self.cls_token.expand(b, 1, -1), tokens], dim=1)  # (B, 1 + G, C)
         pos = torch.cat([self.cls_pos.expand(b, 1, -1), pe.to(tokens.dtype).expand(b, -1, -1)], dim=1)
         after_block = self.guided is not None and not self._post_ln
-        if self._post_ln:
-            self._groups[threading.get_ident()] = groups
-        try:
+        with self.guided.active(groups) if self._post_ln else nullcontext():
             for i, blk in enumerate(bb.blocks):
                 x = x + pos.to(x.dtype)
                 if i == 0:
@@ -134,8 +120,6 @@ class Any2Point(nn.Module):
                 x = blk(x)
                 if after_block:
                     x = self.guided(x, groups, i)
-        finally:
-            self._groups.pop(threading.get_ident(), None)
         x = bb.final_norm(x)
         feat = torch.cat([x[:, 0], x[:, 1:].amax(dim=1)], dim=-1)  # (B, 2C)
         return self.head(feat)

@@ -347,3 +347,27 @@ def test_post_ln_blocks_get_the_guided_update_before_their_norm():
         a = m.backbone(tokens)
         m.guided.up[0].mul_(2)
         assert torch.equal(a, m.backbone(tokens))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_deepcopy_and_pickle_keep_working_hooks(family, tmp_path):
+    """Hooks are bound to the model's own modules: a deep copy runs its own adapters, and a pickled model loads."""
+    import copy
+    m = tiny_model(family)
+    with torch.no_grad():
+        for p in m.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.1)  # adapters that do something
+    x = clouds(2, 256)
+    c = copy.deepcopy(m)
+    with torch.no_grad():
+        ref = m(x)
+        assert torch.allclose(c(x), ref, atol=1e-5)
+        for p in c.parameters():
+            if p.requires_grad:
+                p.zero_()
+        assert torch.allclose(m(x), ref, atol=1e-5)  # the original does not run the copy's (zeroed) adapters
+    torch.save(m, tmp_path / "m.pt")
+    loaded = torch.load(tmp_path / "m.pt", weights_only=False)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), ref, atol=1e-5)
