@@ -267,3 +267,35 @@ def test_app_load_on_the_real_app(tmp_path):
     head, rows = table(proc.stdout, "# App load test")
     assert [number(c) for c in rows[0][:3]] == [3, 3, 0]
     assert all(number(c) > 0 for c in rows[0][3:])
+
+
+# --- sh3d_suite.py ----------------------------------------------------------------------------------------------
+def test_sh3d_suite_plan_seeds_and_install(tmp_path, capsys, monkeypatch):
+    import sh3d_suite
+    plan = sh3d_suite.runs("whisper", seeds=(0, 1))
+    names = [n for n, _, _ in plan]
+    assert len(names) == len(set(names)) == 9 + 3 + 9
+    assert names[:3] == ["any2point-vision-dinov2s-sh3d", "any2point-language-minilm-sh3d",
+                         "any2point-audio-whisper-sh3d"]
+    assert names[9:12] == ["ablation-no-pe-whisper", "ablation-pe-2d-whisper", "ablation-no-guided-whisper"]
+    flags = dict((n, f) for n, _, f in plan)
+    assert flags["any2point-vision-dinov2s-sh3d"] == [] and flags["any2point-vision-dinov2s-sh3d-seed1"] == ["--seed", "1"]
+    assert flags["baseline-linear-probe-minilm-seed1"] == ["--variant", "linear_probe", "--seed", "1"]
+
+    # finished runs are skipped; --install copies only the first-seed Any2Point entries
+    runs = tmp_path / "runs"
+    for name in ("any2point-vision-dinov2s-sh3d", "any2point-vision-dinov2s-sh3d-seed1", "baseline-linear-probe-dinov2s"):
+        (runs / name / "entry").mkdir(parents=True)
+        (runs / name / "result.json").write_text("{}")
+        (runs / name / "entry" / "config.json").write_text(json.dumps({"name": name}))
+    monkeypatch.setattr(sh3d_suite, "ROOT", tmp_path)
+    sh3d_suite.main(["--runs-dir", "runs", "--seeds", "0", "1", "--dry-run", "--install", "--jobs", "2",
+                     "--only", "any2point-vision-dinov2s-sh3d", "any2point-vision-dinov2s-sh3d-seed1",
+                     "baseline-linear-probe-dinov2s", "baseline-from-scratch-dinov2s"])
+    out = capsys.readouterr().out
+    assert "[done] any2point-vision-dinov2s-sh3d\n" in out and "[done] baseline-linear-probe-dinov2s\n" in out
+    assert "[run] baseline-from-scratch-dinov2s:" in out and "--variant from_scratch" in out
+    installed = sorted(p.name for p in (tmp_path / "zoo/checkpoints").iterdir())
+    assert installed == ["any2point-vision-dinov2s-sh3d"]
+    assert json.loads((tmp_path / "zoo/checkpoints/any2point-vision-dinov2s-sh3d/config.json").read_text()) == \
+        {"name": "any2point-vision-dinov2s-sh3d"}
