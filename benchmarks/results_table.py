@@ -94,15 +94,19 @@ def main(argv=None):
     md = table(rs)
     print(md)
     if a.readme:
-        text = Path(a.readme).read_text()
-        block = f"{START}\n{md}\n{END}"
-        if START in text:
-            text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-        else:
-            text += f"\n{block}\n"
-        Path(a.readme).write_text(text)
+        update_block(a.readme, md, START, END)
         print(f"updated {a.readme}")
 
+
+def update_block(path, md, start=START, end=END):
+    """Replace the text between the start and end markers in `path` with `md` (append the block if absent)."""
+    text = Path(path).read_text()
+    block = f"{start}\n{md}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text += f"\n{block}\n"
+    Path(path).write_text(text)
 
 if __name__ == "__main__":
     main()

@@ -299,3 +299,29 @@ def test_sh3d_suite_plan_seeds_and_install(tmp_path, capsys, monkeypatch):
     assert installed == ["any2point-vision-dinov2s-sh3d"]
     assert json.loads((tmp_path / "zoo/checkpoints/any2point-vision-dinov2s-sh3d/config.json").read_text()) == \
         {"name": "any2point-vision-dinov2s-sh3d"}
+
+
+# --- compare_runs.py --------------------------------------------------------------------------------------------
+def test_compare_runs_names_and_paired_bootstrap():
+    import numpy as np
+    import compare_runs
+    assert compare_runs.parse_run("any2point-vision-dinov2s-sh3d") == ("dinov2s", "any2point")
+    assert compare_runs.parse_run("any2point-audio-whisper-sh3d-seed2") == ("whisper", "any2point")
+    assert compare_runs.parse_run("baseline-linear-probe-minilm-seed1") == ("minilm", "linear_probe")
+    assert compare_runs.parse_run("baseline-from-scratch-dinov2s") == ("dinov2s", "from_scratch")
+    assert compare_runs.parse_run("ablation-no-pe-whisper") is None
+
+    rng = np.random.default_rng(0)
+    same = [rng.integers(0, 2, 60).astype(float) for _ in range(2)]
+    acc_a, acc_b, d, lo, hi = compare_runs.compare(same, same)
+    assert acc_a == acc_b and d == 0 and lo == hi == 0
+    worse = [np.r_[np.ones(30), np.zeros(30)]]
+    better = [np.r_[np.ones(30), np.ones(20), np.zeros(10)]]  # right on 20 more of 60 models, never on fewer
+    acc_a, acc_b, d, lo, hi = compare_runs.compare(better, worse, boot=2000)
+    assert (acc_a, acc_b) == (50 / 60, 0.5) and abs(d - 20 / 60) < 1e-12 and 0 < lo < d < hi
+    # one model's difference among 60 cannot be told from noise
+    _, _, d, lo, hi = compare_runs.compare([np.r_[1.0, np.zeros(59)]], [np.zeros(60)], boot=2000)
+    assert lo <= 0 < d <= hi
+    md = compare_runs.table({("minilm", "any2point"): better, ("minilm", "linear_probe"): worse}, boot=500)
+    head, rows = table(md, "")
+    assert head[1] == "Any2Point vs" and rows[0][:6] == ["minilm", "linear probe", "1 / 1", "83.3%", "50.0%", "+33.3"]
