@@ -117,15 +117,6 @@ def test_unsupported_configs_are_refused():
 ENTRIES = [DEFAULTS["language"], DEFAULTS["audio"]]
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    path = tmp_path_factory.mktemp("a2p_cache")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ANY2POINT_CACHE", str(path))
-    yield path
-    mp.undo()
-
-
 def _source(entry):
     src = PACKAGED[get_entry(entry).backbone.partition(":")[2]]
     ok, why = src.available()

@@ -17,16 +17,6 @@ def _need(name):
     return PACKAGED[name].source_path()
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    # one converted cache per module run; tests that need a cold cache use their own tmp dir
-    path = tmp_path_factory.mktemp("a2p_cache")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("ANY2POINT_CACHE", str(path))
-    yield path
-    mp.undo()
-
-
 def test_registry_metadata():
     assert set(PACKAGED) == {"minilm-l6", "dinov2-s14", "whisper-tiny-en"}
     assert {s.modality for s in PACKAGED.values()} == {"language", "vision", "audio"}
