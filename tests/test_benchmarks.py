@@ -277,7 +277,10 @@ def test_sh3d_suite_plan_seeds_and_install(tmp_path, capsys, monkeypatch):
     assert len(names) == len(set(names)) == 9 + 3 + 9
     assert names[:3] == ["any2point-vision-dinov2s-sh3d", "any2point-language-minilm-sh3d",
                          "any2point-audio-whisper-sh3d"]
-    assert names[9:12] == ["ablation-no-pe-whisper", "ablation-pe-2d-whisper", "ablation-no-guided-whisper"]
+    # the "other projection" ablation is the one the recipe does not use (Whisper's recipe reads its table as 2D)
+    assert [sh3d_suite.recipe_pe(b) for b in ("dinov2s", "minilm", "whisper")] == ["2d", "1d", "2d"]
+    assert names[9:12] == ["ablation-no-pe-whisper", "ablation-pe-1d-whisper", "ablation-no-guided-whisper"]
+    assert [n for n, _, _ in sh3d_suite.runs("minilm")][10] == "ablation-pe-2d-minilm"
     flags = dict((n, f) for n, _, f in plan)
     assert flags["any2point-vision-dinov2s-sh3d"] == [] and flags["any2point-vision-dinov2s-sh3d-seed1"] == ["--seed", "1"]
     assert flags["baseline-linear-probe-minilm-seed1"] == ["--variant", "linear_probe", "--seed", "1"]
