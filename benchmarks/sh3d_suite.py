@@ -22,6 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONES = {"dinov2s": "vision", "minilm": "language", "whisper": "audio"}
+CONFIGS = ROOT / "train" / "configs"
 
 
 def main_runs(seed, first):
@@ -37,7 +38,7 @@ def main_runs(seed, first):
 def recipe_pe(short):
     """The projection a backbone's recipe uses: its [model] pe, or the backbone's own kind (DINOv2 2D, else 1D)."""
     import tomllib
-    cfg = tomllib.loads((ROOT / f"train/configs/sh3d_{short}.toml").read_text())
+    cfg = tomllib.loads((CONFIGS / f"sh3d_{short}.toml").read_text())
     pe = cfg.get("model", {}).get("pe", "auto")
     return pe if pe in ("1d", "2d") else ("2d" if short == "dinov2s" else "1d")
 
@@ -73,7 +74,7 @@ def main(argv=None):
         if (out / "result.json").exists():
             print(f"[done] {name}", flush=True)
             return
-        cmd = [sys.executable, str(ROOT / "train/run.py"), "--config", str(ROOT / f"train/configs/sh3d_{short}.toml"),
+        cmd = [sys.executable, str(ROOT / "train/run.py"), "--config", str(CONFIGS / f"sh3d_{short}.toml"),
                "--output-dir", str(out), "--name", name, "--resume", *flags, *extra]
         print(f"[run] {name}: {' '.join(cmd[1:])}", flush=True)
         if a.dry_run:
