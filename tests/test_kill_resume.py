@@ -45,7 +45,7 @@ def environment():
     return env
 
 
-def run(cmd, log, timeout=120):
+def run(cmd, log, timeout=600):  # generous: a loaded 2-core machine may be several times slower
     with open(log, "w") as err:
         proc = subprocess.run(cmd, env=environment(), stdout=subprocess.PIPE, stderr=err, text=True, timeout=timeout,
                               cwd=ROOT)
@@ -56,7 +56,7 @@ def run(cmd, log, timeout=120):
 PROGRESS = re.compile(r"epoch 2/%d:[^\r\n]*?\|\s*(\d+)/(\d+)" % EPOCHS)
 
 
-def kill_in_epoch_2(cmd, out, log, timeout=120):
+def kill_in_epoch_2(cmd, out, log, timeout=600):
     """Start the run, wait until epoch 1 is checkpointed and epoch 2 has done a few steps, then SIGKILL it.
     -> the number of epoch-2 steps seen done before the kill."""
     with open(log, "w") as err:
