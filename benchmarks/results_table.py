@@ -17,18 +17,27 @@ ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
+ABLATIONS = {"no-pe": "no PE", "pe-1d": "1D projection", "pe-2d": "2D projection", "no-guided": "no guided adapter"}
+
+
 def describe(name, cfg):
     model = cfg.get("model", {})
     if cfg.get("variant") == "linear_probe":
         return "linear probe (frozen, PE on, no adapters)"
     if cfg.get("variant") == "from_scratch":
         return "from scratch (same tokenizer, 4x128 transformer)"
+    m = re.match(r"ablation-(no-pe|pe-1d|pe-2d|no-guided)-", name)
+    if m:  # what the ablation changed from its recipe (the recipe may itself set a projection)
+        return f"Any2Point ablation: {ABLATIONS[m.group(1)]}"
     parts = []
-    if model.get("pe") not in (None, "auto"):
-        parts.append("no PE" if model["pe"] == "none" else f"{model['pe'].upper()} projection")
+    if model.get("pe") == "none":
+        parts.append("no PE")
     if model.get("guided") is False:
         parts.append("no guided adapter")
-    return "Any2Point" + (f" ablation: {', '.join(parts)}" if parts else "")
+    if parts:
+        return f"Any2Point ablation: {', '.join(parts)}"
+    pe = model.get("pe")
+    return f"Any2Point ({pe.upper()} projection)" if pe in ("1d", "2d") else "Any2Point"
 
 
 def rows(runs_dir):
@@ -46,7 +55,8 @@ def rows(runs_dir):
                         val=r["val_acc"], params=r["trainable_parameters"], minutes=r["train_seconds"] / 60,
                         epochs=r["epochs"], cps=r["clouds_per_s"]))
     order = {"vision": 0, "language": 1, "audio": 2}
-    return sorted(out, key=lambda x: (order.get(x["modality"], 3), x["method"] != "Any2Point", x["method"], x["run"]))
+    main = lambda x: x["method"].startswith("Any2Point") and "ablation" not in x["method"]  # noqa: E731
+    return sorted(out, key=lambda x: (order.get(x["modality"], 3), not main(x), x["method"], x["run"]))
 
 
 METRICS = ("acc", "vote", "mca", "val", "minutes")
