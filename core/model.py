@@ -186,10 +186,10 @@ class Any2Point(nn.Module):
         self.eval()
         try:
             xyz = normalize(pts)
-            _, centres = self.tokenizer(xyz)
+            tokens, centres = self.tokenizer(xyz)  # once: the prediction below reuses these tokens
             _, groups = self.projection(centres, self.backbone.pos_table())
             record = []
-            probs = self._probs(self(pts, record=record))
+            probs = self._probs(self.forward_tokens(tokens, centres, record=record))
             weights = torch.stack(record)[:, 0].cpu() if record else None
         finally:
             self.train(was_training)
