@@ -118,5 +118,6 @@ def update_block(path, md, start=START, end=END):
         text += f"\n{block}\n"
     Path(path).write_text(text)
 
+
 if __name__ == "__main__":
     main()

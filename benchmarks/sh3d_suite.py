@@ -6,8 +6,9 @@ linear-probe baselines for each, and ablations (no PE, the other projection, no 
 
 Runs one after another, or `--jobs N` at a time with one torch thread each (on a small CPU two single-threaded runs
 finish sooner than one run on two threads, and never stall each other's thread pools). Each run is resumable: kill
-the suite and start it again; runs that already have a result.json are skipped. Order: the main runs (Any2Point, linear probe, from scratch) at the first seed, the ablations, then
-the main runs at each further seed (named `<run>-seed<N>`), so the table has error bars as soon as they exist.
+the suite and start it again; runs that already have a result.json are skipped. Order: the main runs (Any2Point,
+linear probe, from scratch) at the first seed, the ablations, then the main runs at each further seed (named
+`<run>-seed<N>`), so the table has error bars as soon as they exist.
 The test split has 60 models (one model = 1.7 points of accuracy): one seed cannot separate close methods.
 `--install` copies the three first-seed Any2Point entries into zoo/checkpoints/ (the embedded defaults).
 Then `python benchmarks/results_table.py` builds the README table from the logs.
@@ -18,6 +19,7 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,8 +82,9 @@ def main(argv=None):
         if a.dry_run:
             return
         out.parent.mkdir(parents=True, exist_ok=True)
-        log = (out.parent / f"{name}.log").open("a") if a.jobs > 1 else None  # parallel runs: one log each
-        subprocess.run(cmd, check=True, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
+        # parallel runs: one log file each (appended, so a resumed run keeps its history); one at a time: the console
+        with (out.parent / f"{name}.log").open("a") if a.jobs > 1 else nullcontext() as log:
+            subprocess.run(cmd, check=True, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT if log else None)
         print(f"[finished] {name}", flush=True)
 
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
@@ -95,6 +98,7 @@ def main(argv=None):
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(out / "entry", dest)
             print(f"[installed] {dest.relative_to(ROOT)}")
+
 
 if __name__ == "__main__":
     main()

@@ -368,6 +368,7 @@ def test_deepcopy_and_pickle_keep_working_hooks(family, tmp_path):
                 p.zero_()
         assert torch.allclose(m(x), ref, atol=1e-5)  # the original does not run the copy's (zeroed) adapters
     torch.save(m, tmp_path / "m.pt")
+    # a whole-model pickle is what this test is about; the file is the one written just above, never a download
     loaded = torch.load(tmp_path / "m.pt", weights_only=False)
     with torch.no_grad():
         assert torch.allclose(loaded(x), ref, atol=1e-5)
