@@ -19,10 +19,9 @@ class BottleneckAdapter(nn.Module):
         nn.init.zeros_(self.up.bias)
 
     def forward(self, x):
-        # x + scale * up(h) as one addmm: up's bias rides in as a scaled row (the hot path runs 12x a forward)
-        h = F.gelu(self.down(x)).flatten(0, -2)
-        out = torch.addmm(x.flatten(0, -2) + self.scale * self.up.bias, h, self.up.weight.t(), alpha=self.scale)
-        return out.view_as(x)
+        # four kernels (addmm, gelu, addmm, add): the hot path runs once per block
+        h = F.gelu(F.linear(x, self.down.weight, self.down.bias))
+        return torch.add(x, F.linear(h, self.up.weight, self.up.bias), alpha=self.scale)
 
     def hook(self, module, args, out):
         """Forward hook on the block's FFN-output module."""
@@ -61,6 +60,7 @@ class GuidedAdapter(nn.Module):
         # per block: BN over the 3D guide and the V view features side by side ((1 + V) * d channels), on tokens
         # after the summaries are broadcast back, so statistics are weighted by group size
         self.bn = nn.ModuleList(nn.BatchNorm1d((1 + v) * d) for _ in range(depth))
+        self._fused = None  # (key, weights): fused_weights for inference, see _fused_cached
         self._groups = {}  # thread id -> this forward's groups, for pre_norm_hook (a plain dict: copies, pickles)
 
     @contextmanager
@@ -81,37 +81,90 @@ class GuidedAdapter(nn.Module):
         return (self(args[0], groups, block),) + tuple(args[1:])
 
     def prepare(self, groups):
-        """What every block shares, once per forward: who is in whose voxel / cell, as (1 + V, B, G, G) 0/1."""
+        """What every block shares, once per forward: who is in whose voxel / cell, as (1 + V, B, G, G) 0/1
+        matrices with rows normalised to sum 1 (row 0 = voxels), so one matmul gives every group mean of a block;
+        and the fused per-block weights of `fused_weights`."""
         vox, same_cell = groups["voxels"], groups["mask"]  # (B, G), (V, B, G, G)
         same = torch.cat([(vox[:, :, None] == vox[:, None, :]).unsqueeze(0), same_cell]).float()
-        groups["same"], groups["inv_count"] = same, 1.0 / same.sum(dim=-1, keepdim=True)
+        groups["mean"] = same / same.sum(dim=-1, keepdim=True)
+        groups["fused"] = self._fused_cached() if not (self.training or torch.is_grad_enabled()) \
+            else self.fused_weights()
         return groups
 
+    def _fused_cached(self):
+        """Inference: the fused weights change only when a parameter or BN statistic does: in place (version
+        counter) or replaced (`.data =`, `.half()`, `.to(device)`: storage, dtype, device)."""
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in self._fused_inputs())
+        if self._fused is None or self._fused[0] != key:
+            self._fused = (key, self.fused_weights())
+        return self._fused[1]
+
+    def _fused_inputs(self):
+        yield from (self.query, self.value_w, self.value_b)
+        for m in self.bn:
+            yield from (m.weight, m.bias, m.running_mean, m.running_var)
+
+    def fused_weights(self):
+        """(depth, d, K) weights and (depth, K) biases: from h, in one GEMM, each row's (voxel row, then views)
+        score, then per row [the part to average (d) | its values (d) | a 1, the softmax denominator's].
+
+        The voxel row scores 0 and has no values: mean only. In eval, each block's BN is an affine map and
+        goes in here, exactly (group means are linear maps whose rows sum to 1, and the attention pool is a ratio
+        of two of them); in training the BN runs on its own, for its batch statistics.
+        """
+        v, d, depth = self.num_views, self.inner, len(self.down)
+        ref = self.value_w
+        if self.training:
+            a, c = ref.new_ones(depth, 1 + v, d), ref.new_zeros(depth, 1 + v, d)
+        else:
+            bn_w = torch.stack([torch.rsqrt(m.running_var + m.eps) * m.weight for m in self.bn])  # (depth, (1+V)*d)
+            bn_b = torch.stack([m.bias for m in self.bn]) - torch.stack([m.running_mean for m in self.bn]) * bn_w
+            a, c = bn_w.view(depth, 1 + v, d).to(ref.dtype), bn_b.view(depth, 1 + v, d).to(ref.dtype)
+        value_w = F.pad(ref[:, 0], (0, 0, 0, 0, 1, 0))  # (1 + V, d, d)
+        value_b = F.pad(self.value_b.view(v, d), (0, 0, 1, 0))  # (1 + V, d)
+        w = torch.cat([torch.eye(d, dtype=ref.dtype, device=ref.device) * a[:, :, None, :],
+                       value_w * a[:, :, None, :], ref.new_zeros(depth, 1 + v, d, 1)], dim=-1)  # (depth, 1+V, d, 2d+1)
+        b = torch.cat([c, value_b * a, ref.new_ones(depth, 1 + v, 1)], dim=-1)  # (depth, 1 + V, 2d + 1)
+        score = F.pad(self.query, (1, 0)).expand(depth, d, 1 + v)
+        return (torch.cat([score, w.permute(0, 2, 1, 3).reshape(depth, d, -1)], dim=-1),
+                torch.cat([ref.new_zeros(depth, 1 + v), b.view(depth, -1)], dim=-1))
+
     def forward(self, x, groups, block):
-        """x (B, 1 + G, C): a prefix token, then the point tokens -> x with the update added to the point tokens."""
+        """x (B, 1 + G, C): a prefix token, then the point tokens -> x with the update added to the point tokens.
+
+        Written for few kernels: on a CPU each costs ~30 us here (after the backbone's GEMMs), whatever its size.
+        """
         b, t, c = x.shape
         g, v, d = t - 1, self.num_views, self.inner
         # normalise and project the whole sequence (contiguous, one extra row), then drop the prefix token
-        h = self.down[block](F.layer_norm(x, (c,)))[:, 1:]  # (B, G, d)
-        # softmax inside each cell = exp / (cell sum of exp); one shift per sample and view keeps exp finite.
-        # Tiny contractions are broadcast products, not matmuls: on a CPU a small GEMM costs ~5x an elementwise op.
-        s = (h.unsqueeze(-1) * self.query.to(h.dtype)).sum(dim=-2).float()  # (B, G, V)
-        e = (s - s.amax(dim=1, keepdim=True)).exp().permute(2, 0, 1).unsqueeze(-1).to(h.dtype)  # (V, B, G, 1)
-        val = torch.matmul(h, self.value_w) + self.value_b  # (V, B, G, d)
-        rows = torch.cat([h.expand(1 + v, b, g, d),  # row 0 = voxels: mean only
-                          F.pad(torch.cat([e * val, e], dim=-1), (0, 0, 0, 0, 0, 0, 1, 0))], dim=-1)
-        sums = torch.matmul(groups["same"].to(h.dtype), rows)  # (1 + V, B, G, 2d + 1): group sums, per token
-        pooled = sums[..., :d] * groups["inv_count"].to(h.dtype) + sums[..., d:-1] / sums[..., -1:].clamp_min(1e-30)
+        down = self.down[block]
+        h = F.linear(F.layer_norm(x, (c,)), down.weight, down.bias)[:, 1:]  # (B, G, d)
+        w, bias = groups["fused"]
+        y = torch.addmm(bias[block], h.reshape(b * g, d), w[block]).view(b, g, -1)
+        s, rows = y[..., :1 + v], y[..., 1 + v:].view(b, g, 1 + v, 2 * d + 1)
+        # softmax inside each cell = exp / (cell sum of exp), shift-invariant. In fp32/bf16 the clamp alone keeps
+        # every exp finite and > 0, so every denominator is > 0 (exact for scores inside [-60, 60]); fp16 overflows
+        # and underflows sooner: there the sample's max goes first and denominators are clamped
+        half = s.dtype == torch.float16
+        if half:
+            s = s - s.amax(dim=1, keepdim=True)
+        e = s.clamp(-60.0, 60.0).exp().permute(2, 0, 1).unsqueeze(-1)  # (1 + V, B, G, 1)
+        rows = rows.permute(2, 0, 1, 3)  # (1 + V, B, G, 2d + 1)
+        means = torch.matmul(groups["mean"].to(rows.dtype), torch.cat([rows[..., :d], rows[..., d:] * e], dim=-1))
+        # per token and row: its group's mean + the attention pool (a ratio of means = the ratio of sums)
+        den = means[..., -1:].clamp_min(1e-4) if half else means[..., -1:]
+        pooled = torch.addcdiv(means[..., :d], means[..., d:-1], den)
         feats = pooled.permute(1, 2, 0, 3).reshape(b * g, (1 + v) * d)
-        feats = F.gelu(self.bn[block](feats)).view(b, g, 1 + v, d)
-        x3d, hv = feats[:, :, :1], feats[:, :, 1:]
-
-        # (cos + 1) / 2, normalised over the views (the 1/2 cancels)
-        cos = (hv * x3d).sum(dim=-1) / (hv.norm(dim=-1) * x3d.norm(dim=-1)).clamp_min(1e-8)  # (B, G, V)
-        w = (cos + 1) / (cos.sum(dim=-1, keepdim=True) + v).clamp_min(1e-6)
+        if self.training:  # in eval the BN is folded into the fused weights
+            feats = self.bn[block](feats)
+        feats = F.gelu(feats).view(b * g, 1 + v, d)
+        # cos of each view to the 3D guide; weights (cos + 1) / sum over views (the 1/2 of (cos + 1) / 2 cancels)
+        unit = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        u = torch.baddbmm(groups.setdefault("one", unit.new_ones(())), unit[:, 1:], unit[:, 0, :, None]).squeeze(-1)
+        den = u.sum(dim=-1, keepdim=True).clamp_min(1e-6)  # (B*G, 1); u is cos + 1, (B*G, V)
         if groups.get("record") is not None:  # per forward, not module state: concurrent calls stay apart
-            groups["record"].append(w.detach())
-        z = F.pad((w.unsqueeze(-1) * hv).sum(dim=2), (0, 0, 1, 0))  # (B, 1 + G, d), the prefix token gets 0
-        out = torch.addmm(x.reshape(b * t, c), z.view(b * t, d).to(x.dtype), self.up[block].to(x.dtype),
-                          alpha=self.scale)
+            groups["record"].append((u / den).view(b, g, v).detach())
+        z = torch.bmm(u.unsqueeze(1), feats[:, 1:]).view(b, g, d) / den.view(b, g, 1)
+        z = F.pad(z, (0, 0, 1, 0)).to(x.dtype)  # (B, 1 + G, d), the prefix token gets 0
+        out = torch.addmm(x.reshape(b * t, c), z.view(b * t, d), self.up[block].to(x.dtype), alpha=self.scale)
         return out.view(b, t, c)

@@ -5,7 +5,7 @@ import torch
 
 from core.adapter import GuidedAdapter
 from core.backbones import build_backbone
-from core.points import farthest_point_sample, knn, normalize
+from core.points import _fps_steps, farthest_point_sample, knn, normalize
 from core.projection import (VirtualProjection, cell_ids_1d, project_1d, project_2d, rotate_views, sample_1d,
                              sample_2d, view_rotations, voxel_ids)
 from tests.tiny import TINY, shape_cloud, tiny_model
@@ -36,6 +36,18 @@ def test_fps_spreads_points_and_is_order_independent():
     # the first pick is the point farthest from the centroid
     far = (x - x.mean(1, keepdim=True)).norm(dim=-1).argmax(1)
     assert torch.equal(idx[:, 0], far)
+
+
+def test_fps_numpy_and_torch_loops_pick_the_same_points():
+    """CPU runs the FPS loop in numpy (cheaper per step), other devices in torch: the picks must not differ."""
+    dup = torch.zeros(1, 12, 3)
+    dup[0, 7] = 1.0  # mostly duplicates: every pick after the second is among points at distance 0
+    for x in (normalize(clouds(3, 300)), normalize(clouds(1, 2048)), dup):
+        n = min(64, x.shape[1])
+        got = farthest_point_sample(x, n)
+        ref = _fps_steps(torch, x.transpose(1, 2).contiguous(), n)
+        assert torch.equal(got, ref)
+        assert all(len(set(r.tolist())) == n for r in got)  # never a point twice
 
 
 def test_knn_matches_bruteforce():
@@ -125,7 +137,7 @@ def test_guided_pooling_matches_loop():
     cell's values: checked against a per-group loop."""
     torch.manual_seed(0)
     b, g, c, v, d = 2, 10, 16, 2, 4
-    ga = GuidedAdapter(c, 1, num_views=v, inner=d).eval()
+    ga = GuidedAdapter(c, 1, num_views=v, inner=d).train()  # in eval the BN is folded away: no input to hook
     vox = torch.randint(0, 3, (b, g))
     cells = torch.randint(0, 3, (v, b, g))
     groups = ga.prepare(dict(voxels=vox, mask=cells[..., :, None] == cells[..., None, :]))
@@ -146,6 +158,68 @@ def test_guided_pooling_matches_loop():
                 val = h[i, mates] @ ga.value_w[k, 0] + ga.value_b[k, 0, 0]
                 assert torch.allclose(got[i, t, 1 + k], h[i, mates].mean(0) + a @ val, atol=1e-5)
     assert torch.equal(out[:, 0], x[:, 0])  # the prefix token passes by
+
+
+def _guided_case(b=2, g=24, c=16, v=3, d=4, depth=2):
+    torch.manual_seed(0)
+    ga = GuidedAdapter(c, depth, num_views=v, inner=d)
+    with torch.no_grad():  # non-trivial BN statistics and affine, and a visible update
+        for bn in ga.bn:
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.3, 3.0)
+            bn.weight.normal_(1.0, 0.3)
+            bn.bias.normal_(0.0, 0.3)
+        for up in ga.up:
+            up.normal_(0.0, 0.5)
+    cells = torch.randint(0, 4, (v, b, g))
+    groups = dict(voxels=torch.randint(0, 5, (b, g)), mask=cells[..., :, None] == cells[..., None, :])
+    return ga, groups, torch.randn(b, 1 + g, c)
+
+
+def test_guided_eval_folds_bn_exactly():
+    """In eval each block's BN is folded into the fused weights: the result equals running the BN (with its
+    running statistics) on the pooled features."""
+    ga, groups, x = _guided_case()
+    with torch.no_grad():
+        ga.eval()
+        folded = [ga(x, ga.prepare(dict(groups)), i) for i in range(2)]
+        ga.train()
+        ga.bn.eval()  # the training code path, but with running statistics
+        unfolded = [ga(x, ga.prepare(dict(groups)), i) for i in range(2)]
+    for a, b in zip(folded, unfolded):
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+    assert not torch.allclose(folded[0], folded[1])  # blocks differ: each folds its own BN
+
+
+def test_guided_inference_cache_follows_parameter_changes():
+    """The fused weights are cached for inference; changing a parameter or a BN statistic in place (an optimizer
+    step, load_state_dict) must be seen by the next forward."""
+    ga, groups, x = _guided_case()
+    ga.eval()
+    with torch.no_grad():
+        before = ga(x, ga.prepare(dict(groups)), 0)
+        assert torch.equal(before, ga(x, ga.prepare(dict(groups)), 0))
+        ga.bn[0].running_var.mul_(4.0)
+        after_bn = ga(x, ga.prepare(dict(groups)), 0)
+        ga.load_state_dict({**ga.state_dict(), "query": torch.randn_like(ga.query)})
+        after_query = ga(x, ga.prepare(dict(groups)), 0)
+        fresh = GuidedAdapter(16, 2, num_views=3, inner=4).eval()
+        fresh.load_state_dict(ga.state_dict())
+        expected = fresh(x, fresh.prepare(dict(groups)), 0)
+    assert not torch.allclose(before, after_bn) and not torch.allclose(after_bn, after_query)
+    assert torch.equal(after_query, expected)
+
+
+def test_guided_fp16_stays_finite():
+    """fp16 overflows exp sooner: there the scores are shifted and the denominators clamped."""
+    ga, groups, x = _guided_case()
+    ga.eval()
+    with torch.no_grad():
+        ref = ga(x, ga.prepare(dict(groups)), 0)
+        half = ga.half()(x.half(), ga.prepare(dict(groups)), 0)
+        assert (half.float() - ref).abs().max() < 0.02 * ref.abs().max()
+        ga.query.mul_(1000.0)  # scores far outside fp16's exp range
+        assert torch.isfinite(ga(x.half(), ga.prepare(dict(groups)), 0)).all()
 
 
 # --- the model ---------------------------------------------------------------------------------------------------
