@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_table import update_block  # noqa: E402
 
 START, END = "<!-- comparison:start -->", "<!-- comparison:end -->"
-METHODS = {"any2point": "Any2Point", "linear_probe": "linear probe", "from_scratch": "from scratch"}
+METHODS = {"any2point": "Any2Point", "linear_probe": "linear probe", "from_scratch": "from scratch",
+           "random_backbone": "random frozen backbone (control)"}
 
 
 @torch.no_grad()
@@ -48,10 +49,11 @@ def test_correct(run_dir, batch=16):
 
 def parse_run(name):
     """Suite run name -> (backbone, method), or None for ablations and other runs."""
-    m = re.fullmatch(r"(any2point-\w+?-(\w+)-sh3d|baseline-(linear-probe|from-scratch)-(\w+?))(-seed\d+)?", name)
+    m = re.fullmatch(r"(?:any2point-\w+?-(\w+)-sh3d|(?:baseline|control)-(linear-probe|from-scratch|random-backbone)"
+                     r"-(\w+?))(?:-seed\d+)?", name)
     if not m:
         return None
-    return (m.group(2), "any2point") if m.group(2) else (m.group(4), m.group(3).replace("-", "_"))
+    return (m.group(1), "any2point") if m.group(1) else (m.group(3), m.group(2).replace("-", "_"))
 
 
 def collect(runs_dir):
@@ -85,7 +87,7 @@ def table(results, boot=10000):
              "difference | 95% interval (paired bootstrap over test models) |", "|---|---|---|---|---|---|---|"]
     for backbone in sorted({k[0] for k in results}):
         a2p = results.get((backbone, "any2point"))
-        for method in ("linear_probe", "from_scratch"):
+        for method in ("linear_probe", "from_scratch", "random_backbone"):
             base = results.get((backbone, method))
             if not a2p or not base:
                 continue

@@ -26,6 +26,8 @@ def describe(name, cfg):
         return "linear probe (frozen, PE on, no adapters)"
     if cfg.get("variant") == "from_scratch":
         return "from scratch (same tokenizer, 4x128 transformer)"
+    if cfg.get("variant") == "random_backbone":
+        return "control: Any2Point on the same backbone with random weights (frozen)"
     m = re.match(r"ablation-(no-pe|pe-1d|pe-2d|no-guided)-", name)
     if m:  # what the ablation changed from its recipe (the recipe may itself set a projection)
         return f"Any2Point ablation: {ABLATIONS[m.group(1)]}"

@@ -2,7 +2,8 @@
 linear-probe baselines for each, and ablations (no PE, the other projection, no guided adapter) for one backbone.
 
     python -m train.data.sh3d --out data/sh3d          # once
-    python benchmarks/sh3d_suite.py [--only NAME ...] [--ablation-backbone whisper] [--seeds 0 1 2] [--install]
+    python benchmarks/sh3d_suite.py [--only NAME ...] [--ablation-backbone whisper] [--seeds 0 1 2] [--controls ...]
+                                    [--jobs 2] [--install]
 
 Runs one after another, or `--jobs N` at a time with one torch thread each (on a small CPU two single-threaded runs
 finish sooner than one run on two threads, and never stall each other's thread pools). Each run is resumable: kill
@@ -10,6 +11,8 @@ the suite and start it again; runs that already have a result.json are skipped. 
 linear probe, from scratch) at the first seed, the ablations, then the main runs at each further seed (named
 `<run>-seed<N>`), so the table has error bars as soon as they exist.
 The test split has 60 models (one model = 1.7 points of accuracy): one seed cannot separate close methods.
+`--controls minilm whisper` adds, at every seed, the random-backbone control (`control-random-backbone-<backbone>`):
+Any2Point on the backbone's architecture with random frozen weights, which tells whether the pretraining is used.
 `--install` copies the three first-seed Any2Point entries into zoo/checkpoints/ (the embedded defaults).
 Then `python benchmarks/results_table.py` builds the README table from the logs.
 """
@@ -45,7 +48,7 @@ def recipe_pe(short):
     return pe if pe in ("1d", "2d") else ("2d" if short == "dinov2s" else "1d")
 
 
-def runs(ablation_backbone, seeds=(0,)):
+def runs(ablation_backbone, seeds=(0,), controls=()):
     out = main_runs(seeds[0], seeds[0])
     other = "1d" if recipe_pe(ablation_backbone) == "2d" else "2d"
     out += [(f"ablation-no-pe-{ablation_backbone}", ablation_backbone, ["--pe", "none"]),
@@ -53,6 +56,10 @@ def runs(ablation_backbone, seeds=(0,)):
             (f"ablation-no-guided-{ablation_backbone}", ablation_backbone, ["--no-guided"])]
     for seed in seeds[1:]:
         out += main_runs(seed, seeds[0])
+    for seed in seeds:  # the controls come last: they answer a question, the table does not need them
+        tag, flags = ("", []) if seed == seeds[0] else (f"-seed{seed}", ["--seed", str(seed)])
+        out += [(f"control-random-backbone-{short}{tag}", short, ["--variant", "random_backbone", *flags])
+                for short in controls]
     return out
 
 
@@ -61,12 +68,14 @@ def main(argv=None):
     p.add_argument("--only", nargs="*", help="run only these names")
     p.add_argument("--ablation-backbone", default="whisper", choices=list(BACKBONES))
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds for the main runs (first = shipped)")
+    p.add_argument("--controls", nargs="*", default=[], choices=list(BACKBONES),
+                   help="also run the random-backbone control (Any2Point on random frozen weights) for these")
     p.add_argument("--runs-dir", default="runs/sh3d")
     p.add_argument("--install", action="store_true", help="copy finished Any2Point entries into zoo/checkpoints/")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, one torch thread each when > 1")
     p.add_argument("--dry-run", action="store_true")
     a, extra = p.parse_known_args(argv)
-    todo = [(name, short, flags) for name, short, flags in runs(a.ablation_backbone, a.seeds)
+    todo = [(name, short, flags) for name, short, flags in runs(a.ablation_backbone, a.seeds, a.controls)
             if not a.only or name in a.only]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1") if a.jobs > 1 else None
 

@@ -35,7 +35,8 @@ def farthest_point_sample(xyz, n):
     # than over a trailing dim of 3; low precision would pick different points
     xt = xyz.detach().float().transpose(1, 2).contiguous()
     if xt.device.type == "cpu":  # n tiny sequential steps: numpy's per-call cost is ~3x lower than torch's
-        return torch.from_numpy(_fps_steps(np, xt.numpy(), n)).to(xyz.device)
+        with np.errstate(all="ignore"):  # non-finite input: like torch, no warnings (callers validate clouds)
+            return torch.from_numpy(_fps_steps(np, xt.numpy(), n)).to(xyz.device)
     return _fps_steps(torch, xt, n)
 
 

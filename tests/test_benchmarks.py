@@ -170,6 +170,8 @@ def test_results_table_from_runs_and_readme_block(tmp_path, capsys):
 
     rows = results_table.rows(runs)
     assert [r["run"] for r in rows] == ["dinov2s", "dinov2s-nope", "dinov2s-linear", "minilm", "whisper-noguided"]
+    assert results_table.describe("control-random-backbone-minilm", {"variant": "random_backbone"}) == \
+        "control: Any2Point on the same backbone with random weights (frozen)"
     md = results_table.table(rows)
     head, body = table(md, "")
     assert head[:3] == ["backbone", "method", "test acc"] and len(body) == 5
@@ -284,6 +286,9 @@ def test_sh3d_suite_plan_seeds_and_install(tmp_path, capsys, monkeypatch):
     flags = dict((n, f) for n, _, f in plan)
     assert flags["any2point-vision-dinov2s-sh3d"] == [] and flags["any2point-vision-dinov2s-sh3d-seed1"] == ["--seed", "1"]
     assert flags["baseline-linear-probe-minilm-seed1"] == ["--variant", "linear_probe", "--seed", "1"]
+    controls = [(n, f) for n, _, f in sh3d_suite.runs("whisper", seeds=(0, 1), controls=("minilm",))][21:]
+    assert controls == [("control-random-backbone-minilm", ["--variant", "random_backbone"]),
+                        ("control-random-backbone-minilm-seed1", ["--variant", "random_backbone", "--seed", "1"])]
 
     # finished runs are skipped; --install copies only the first-seed Any2Point entries
     runs = tmp_path / "runs"
@@ -312,6 +317,7 @@ def test_compare_runs_names_and_paired_bootstrap():
     assert compare_runs.parse_run("any2point-audio-whisper-sh3d-seed2") == ("whisper", "any2point")
     assert compare_runs.parse_run("baseline-linear-probe-minilm-seed1") == ("minilm", "linear_probe")
     assert compare_runs.parse_run("baseline-from-scratch-dinov2s") == ("dinov2s", "from_scratch")
+    assert compare_runs.parse_run("control-random-backbone-minilm-seed2") == ("minilm", "random_backbone")
     assert compare_runs.parse_run("ablation-no-pe-whisper") is None
 
     rng = np.random.default_rng(0)

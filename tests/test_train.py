@@ -136,7 +136,7 @@ def test_bad_config_file(tmp_path):
 
 
 @pytest.mark.parametrize("variant,extra", [("linear_probe", []), ("from_scratch", []), ("any2point", ["--pe", "none"]),
-                                           ("any2point", ["--no-guided"])])
+                                           ("any2point", ["--no-guided"]), ("random_backbone", ["--seed", "3"])])
 def test_baselines_and_ablations(tmp_path, meshes, variant, extra):
     out, result = train(tmp_path, "--dataset", "folder", "--data-root", str(meshes), "--epochs", "1",
                         "--variant", variant, *extra)
@@ -151,8 +151,19 @@ def test_baselines_and_ablations(tmp_path, meshes, variant, extra):
         assert any(k.startswith("backbone.") for k in state)  # the scratch transformer is trained, so it ships
     if "--no-guided" in extra:
         assert not m["guided"]
-    from zoo.registry import load_artifact
-    assert set(load_artifact(out / "entry").predict(shapes(1, 200)[0][0])) == set(config["labels"])
+    from zoo.registry import build_backbone, load_artifact
+    loaded = load_artifact(out / "entry")  # checks the backbone's fingerprint: for the control, the random weights
+    assert set(loaded.predict(shapes(1, 200)[0][0])) == set(config["labels"])
+    if variant == "random_backbone":
+        bb = config["backbone"]
+        pretrained, info = build_backbone(bb["spec"])
+        assert bb["random_init"] == 3 and bb["sha256"] != info["sha256"] and m["freeze_backbone"]
+        assert "random weights (seed 3)" in (out / "entry/README.md").read_text()
+        new = dict(loaded.backbone.model.named_parameters())
+        for name, p in pretrained.model.named_parameters():
+            assert not new[name].requires_grad
+            if p.dim() >= 2:
+                assert not torch.equal(new[name], p) and abs(new[name].std().item() - 0.02) < 0.005
 
 
 def test_augment_is_seeded_and_keeps_up_axis():

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python train/ru
 
 import torch  # noqa: E402
 
-VARIANTS = ("any2point", "linear_probe", "from_scratch")
+VARIANTS = ("any2point", "linear_probe", "from_scratch", "random_backbone")
 
 
 @dataclasses.dataclass
@@ -30,7 +30,7 @@ class RunConfig:
     points: int = 1024
     backbone: str = "packaged:dinov2-s14"
     revision: str | None = None
-    variant: str = "any2point"  # any2point | linear_probe | from_scratch
+    variant: str = "any2point"  # any2point | linear_probe | from_scratch | random_backbone
     model: dict = dataclasses.field(default_factory=dict)  # Any2Point keyword arguments
     epochs: int = 300
     batch_size: int = 32
@@ -76,7 +76,9 @@ def parse_args(argv=None):
                    "packaged:whisper-tiny-en | timm:<name> | hf-text:<repo> | hf-audio:<repo>")
     p.add_argument("--revision", help="40-hex Hub commit of the backbone (Hub specs)")
     p.add_argument("--variant", choices=VARIANTS, help="any2point (default), or a baseline: linear_probe (frozen "
-                   "backbone, PE sampling, no adapters), from_scratch (same tokenizer, small random transformer)")
+                   "backbone, PE sampling, no adapters), from_scratch (same tokenizer, small random transformer), "
+                   "random_backbone (a control: Any2Point on the backbone's architecture with random weights, seeded "
+                   "by --seed, frozen)")
     p.add_argument("--pe", choices=["auto", "none", "1d", "2d"], help="ablation: positional embedding projection")
     p.add_argument("--no-guided", action="store_true", help="ablation: turn the any-to-3D guided adapter off")
     p.add_argument("--epochs", type=int, help="number of epochs (paper: 300)")
@@ -153,6 +155,9 @@ def build_model(cfg, labels):
         backbone, info = build_backbone(cfg.backbone, cfg.revision)
         if cfg.variant == "linear_probe":
             kwargs.update(adapter=False, guided=False)
+        if cfg.variant == "random_backbone":
+            from zoo.registry import randomized
+            info = randomized(backbone, info, cfg.seed)
     torch.manual_seed(cfg.seed)
     return Any2Point(backbone, len(labels), labels=labels, **kwargs), info
 
@@ -171,6 +176,9 @@ def export_entry(cfg, model, info, result, datasets, out_dir):
     metrics = {k: result[k] for k in ("test_acc", "test_mean_class_acc", "test_acc_vote",
                                       "test_mean_class_acc_vote", "val_acc", "best_epoch")}
     extra = {}
+    if info.get("random_init") is not None:
+        extra["description"] = (f"A control run, not a model to use: Any2Point on the architecture of "
+                                f"`{info['spec']}` with random weights (seed {info['random_init']}), frozen.")
     if any(hasattr(ds, "manifest") for ds in datasets.values()):  # SweetHome3D: credit every model used
         credits = {}
         for ds in datasets.values():

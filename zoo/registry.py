@@ -188,6 +188,8 @@ def load_artifact(location, *, revision=None, device=None):
     config, state, _ = hub.load_entry(location, revision=revision)
     bb = config["backbone"]
     backbone, info = build_backbone(bb["spec"], bb.get("revision"))
+    if bb.get("random_init") is not None:  # a control run: the architecture with seeded random weights
+        info = randomized(backbone, info, bb["random_init"])
     if config["model"].get("freeze_backbone", True):  # a from-scratch backbone travels inside the adapter
         hub.check_backbone(config, info["sha256"])
     model = Any2Point(backbone, len(config["labels"]), labels=config["labels"], **config["model"])
@@ -198,7 +200,16 @@ def load_artifact(location, *, revision=None, device=None):
 
 
 BACKBONE_KEYS = ("spec", "revision", "sha256", "package", "version", "license", "source_file", "source_sha256",
-                 "hub_id")
+                 "hub_id", "random_init")
+
+
+def randomized(backbone, info, seed):
+    """Re-initialise a built backbone at random (core.backbones.randomize_) -> its info for the entry: the seed,
+    and the fingerprint of the random weights (which load_artifact checks like any other)."""
+    from core.backbones import randomize_
+    from zoo.fingerprint import state_fingerprint
+    randomize_(backbone, seed)
+    return dict(info, random_init=seed, sha256=state_fingerprint(backbone.model))
 
 
 def save_model(model, folder, *, name, info, variant="any2point", training=None, metrics=None, card_extra=None):

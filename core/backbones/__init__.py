@@ -56,6 +56,24 @@ def build_backbone(spec, *, pretrained=True, revision=None, **kwargs):
     return backbone.eval()
 
 
+def randomize_(backbone, seed=0, std=0.02):
+    """In place: the same architecture with random weights, for the control "does the pretraining matter?".
+
+    Seeded on a CPU generator, so (spec, seed) always names the same weights. Matrices and tables N(0, std) (BERT
+    and ViT init), 1-D norm / layer-scale weights 1, every other vector 0. Buffers (fixed ids) are kept.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in backbone.model.named_parameters():
+            if p.dim() >= 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+            elif name.endswith(("weight", "gamma")):
+                p.fill_(1.0)
+            else:
+                p.zero_()
+    return backbone
+
+
 def _from_transformers(repo, revision, pretrained, **kwargs):
     import transformers
     config = transformers.AutoConfig.from_pretrained(repo, revision=revision)
