@@ -4,7 +4,8 @@
 
 A randomly initialised DINOv2-shaped ViT (no download, any size), batch 1. The timings are speed.bench_forward's:
 bare = the frozen blocks alone; adapted = Any2Point from the same tokens to logits (projection, PE, bottleneck and
-guided adapters, head); end to end = from the points (adds the tokenizer). Interleaved repeats, medians.
+guided adapters, head); adapters off = the same with both adapters off; end to end = from the points (adds the
+tokenizer). Interleaved repeats, medians.
 The issue's bar: adapted <= 1.3x bare and tokenizer <= 10% of the forward, at 2,048 points on the CPU.
 """
 import argparse
@@ -38,7 +39,8 @@ def main(argv=None):
     model = Any2Point(bb, 15, num_points=a.points, num_tokens=a.tokens).eval()
     f = bench_forward(model, torch.device("cpu"), a.points, a.repeats)
     print("\n".join(forward_table([("random ViT (DINOv2 shape)", f)])))
-    print(f"\nadapted / bare = {f['ratio']:.2f}x   end to end / bare = {f['ratio_end_to_end']:.2f}x   "
+    print(f"\nadapted / bare = {f['ratio']:.2f}x   adapted / adapters off = {f['ratio_adapters']:.2f}x   "
+          f"end to end / bare = {f['ratio_end_to_end']:.2f}x   "
           f"tokenizer / end to end = {f['tokenizer_share']:.1%}   "
           f"(torch threads {torch.get_num_threads()}, trainable {model.num_trainable():,})")
     return f

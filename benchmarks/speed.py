@@ -7,8 +7,9 @@
 Measures, per backbone and device:
   * tokenizer time (FPS + kNN + MLPs on a normalised cloud) at 1k / 2k / 8k / 32k points, batch 1;
   * the adapted forward (2,048 points, batch 1) against the bare frozen backbone on the same tokens, timed
-    interleaved in one run so machine load hits both alike: adapted (tokens -> logits) / bare, end to end
-    (points -> logits) / bare, and the tokenizer's share of the end-to-end forward;
+    interleaved in one run so machine load hits both alike: adapted (tokens -> logits) / bare, adapted / the same
+    model with its adapters off (the adapters' own cost), end to end (points -> logits) / bare, and the
+    tokenizer's share of the end-to-end forward;
   * training throughput (forward + backward + AdamW step on the trainable parameters, batch 16) at 1,024 and
     2,048 points, and peak memory (CUDA: max_memory_allocated; CPU: peak process RSS above the model at rest,
     sampled with psutil, or ru_maxrss when psutil is missing).
@@ -159,9 +160,10 @@ def bench_tokenizer(model, device, sizes, repeats):
 
 
 def bench_forward(model, device, points, repeats):
-    """Batch 1, one cloud. Three forwards timed interleaved, all on the same tokens (the tokenizer's, for this cloud):
-    bare = the frozen blocks alone (adapter hooks off); adapted = Any2Point from those tokens to logits (projection,
-    PE, both adapters, head); end to end = from the points (adds normalisation and the tokenizer)."""
+    """Batch 1, one cloud. Forwards timed interleaved, all on the same tokens (the tokenizer's, for this cloud):
+    bare = the frozen blocks alone (adapters off); adapted = Any2Point from those tokens to logits (projection, PE,
+    both adapters, head); adapters off = the same, with both adapters switched off (what the adapters alone cost);
+    end to end = from the points (adds normalisation and the tokenizer)."""
     from core.points import normalize
     bb = model.backbone
     pts = cloud(1, points, device)
@@ -173,23 +175,31 @@ def bench_forward(model, device, points, repeats):
         with model.bare():
             bb(seq)
 
+    def adapters_off():
+        with model.bare():
+            model.forward_tokens(tokens, centres)
+
     with torch.no_grad():
         t = interleaved({"end_to_end": lambda: model(pts), "adapted": lambda: model.forward_tokens(tokens, centres),
-                         "bare": bare, "tokenizer": lambda: model.tokenizer(normalize(pts))}, device, repeats)
+                         "bare": bare, "adapters_off": adapters_off,
+                         "tokenizer": lambda: model.tokenizer(normalize(pts))}, device, repeats)
     return dict(points=points, tokens=seq.shape[1], blocks=len(bb.blocks), width=bb.width,
                 bare_ms=t["bare"] * 1e3, adapted_ms=t["adapted"] * 1e3, end_to_end_ms=t["end_to_end"] * 1e3,
-                tokenizer_ms=t["tokenizer"] * 1e3, ratio=t["adapted"] / t["bare"],
+                adapters_off_ms=t["adapters_off"] * 1e3, tokenizer_ms=t["tokenizer"] * 1e3,
+                ratio=t["adapted"] / t["bare"], ratio_adapters=t["adapted"] / t["adapters_off"],
                 ratio_end_to_end=t["end_to_end"] / t["bare"], tokenizer_share=t["tokenizer"] / t["end_to_end"])
 
 
 def forward_table(rows):
     """Markdown rows for bench_forward results: [(label, result)]."""
-    out = ["| backbone | blocks x width | points | tokens | bare ms | adapted ms (same tokens) | end to end ms "
-           "| adapted / bare | end to end / bare | tokenizer share |", "|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| backbone | blocks x width | points | tokens | bare ms | adapted ms (same tokens) | adapters off ms "
+           "| end to end ms | adapted / bare | adapted / adapters off | end to end / bare | tokenizer share |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, f in rows:
         out.append(f"| {label} | {f['blocks']}x{f['width']} | {f['points']:,} | {f['tokens']} | {f['bare_ms']:.2f} | "
-                   f"{f['adapted_ms']:.2f} | {f['end_to_end_ms']:.2f} | {f['ratio']:.2f}x | "
-                   f"{f['ratio_end_to_end']:.2f}x | {f['tokenizer_share']:.1%} |")
+                   f"{f['adapted_ms']:.2f} | {f['adapters_off_ms']:.2f} | {f['end_to_end_ms']:.2f} | "
+                   f"{f['ratio']:.2f}x | {f['ratio_adapters']:.2f}x | {f['ratio_end_to_end']:.2f}x | "
+                   f"{f['tokenizer_share']:.1%} |")
     return out
 
 
@@ -252,9 +262,11 @@ def render(results, skipped, devices, a):
         for t in r["tokenizer"]:
             out.append(f"| {short(r['spec'])} | {r['device']} | {t['points']:,} | {t['tokens']} | {t['ms']:.2f} |")
     out += ["", "## Adapted forward vs bare frozen backbone, batch 1", "",
-            "Same run, interleaved repeats, all on the same tokens: bare = the frozen blocks alone (adapter hooks "
+            "Same run, interleaved repeats, all on the same tokens: bare = the frozen blocks alone (adapters "
             "off); adapted = Any2Point from those tokens to logits (projection, PE, adapters, guided adapter, head); "
-            "end to end = from the points (adds the tokenizer); tokenizer share = tokenizer / end to end.", ""]
+            "adapters off = the same with both adapters off (projection, PE and head, which any frozen-backbone "
+            "method with this PE pays too); end to end = from the points (adds the tokenizer); tokenizer share = "
+            "tokenizer / end to end.", ""]
     out += forward_table([(f"{short(r['spec'])} ({r['device']})", r["forward"]) for r in results])
     methods = sorted({t["memory_method"] for r in results for t in r["train"]})
     out += ["", f"## Training step (forward + backward + AdamW on the trainable parameters), batch {a.train_batch}",

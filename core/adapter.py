@@ -60,6 +60,7 @@ class GuidedAdapter(nn.Module):
         # per block: BN over the 3D guide and the V view features side by side ((1 + V) * d channels), on tokens
         # after the summaries are broadcast back, so statistics are weighted by group size
         self.bn = nn.ModuleList(nn.BatchNorm1d((1 + v) * d) for _ in range(depth))
+        self.enabled = True  # Any2Point.bare() switches it off
         self._fused = None  # (key, weights): fused_weights for inference, see _fused_cached
         self._groups = {}  # thread id -> this forward's groups, for pre_norm_hook (a plain dict: copies, pickles)
 

@@ -76,14 +76,15 @@ class Any2Point(nn.Module):
 
     @contextmanager
     def bare(self):
-        """Run the backbone without the bottleneck adapters (benchmarks compare against this)."""
-        adapters = list(self.adapters or [])
-        for a in adapters:
+        """Run without the bottleneck and guided adapters: the frozen backbone alone, or (through forward) the
+        same model with its adapters off. Benchmarks compare against both."""
+        parts = [*(self.adapters or []), *([self.guided] if self.guided is not None else [])]
+        for a in parts:
             a.enabled = False
         try:
             yield
         finally:
-            for a in adapters:
+            for a in parts:
                 a.enabled = True
 
     def train(self, mode=True):
@@ -105,14 +106,15 @@ class Any2Point(nn.Module):
         pe, groups = self.projection(centres, bb.pos_table())  # (B, G, C)
         if self.pe_mode == "none":
             pe = torch.zeros_like(pe)
-        if self.guided is not None:
+        guided = self.guided is not None and self.guided.enabled
+        if guided:
             groups = self.guided.prepare(groups)
             groups["record"] = record
         b = tokens.shape[0]
         x = torch.cat([self.cls_token.expand(b, 1, -1), tokens], dim=1)  # (B, 1 + G, C)
         pos = torch.cat([self.cls_pos.expand(b, 1, -1), pe.to(tokens.dtype).expand(b, -1, -1)], dim=1)
-        after_block = self.guided is not None and not self._post_ln
-        with self.guided.active(groups) if self._post_ln else nullcontext():
+        after_block = guided and not self._post_ln
+        with self.guided.active(groups) if guided and self._post_ln else nullcontext():
             for i, blk in enumerate(bb.blocks):
                 x = x + pos.to(x.dtype)
                 if i == 0:

@@ -66,10 +66,11 @@ def test_speed_quick(tmp_path):
 
     head, rows = table(md, "## Adapted forward")
     assert len(rows) == 1 and rows[0][0] == f"{name} (cpu)" and rows[0][2] == "2,048" and rows[0][3] == "129"
-    bare, adapted, e2e, ratio, ratio_e2e, share = (number(rows[0][i]) for i in range(4, 10))
-    assert bare > 0 and adapted > 0 and e2e > 0 and 0 < share < 100
+    bare, adapted, off, e2e, ratio, ratio_off, ratio_e2e, share = (number(rows[0][i]) for i in range(4, 12))
+    assert bare > 0 and adapted > 0 and off > 0 and e2e > 0 and 0 < share < 100
     # the ratios are of the printed medians
     assert abs(ratio - adapted / bare) < 0.01 + 0.01 * ratio
+    assert abs(ratio_off - adapted / off) < 0.01 + 0.01 * ratio_off
     assert abs(ratio_e2e - e2e / bare) < 0.01 + 0.01 * ratio_e2e
 
     head, rows = table(md, "## Training step")
@@ -119,12 +120,12 @@ def test_overhead(capsys):
     head, rows = table(out, "")
     assert head[:4] == ["backbone", "blocks x width", "points", "tokens"] and len(rows) == 1
     assert rows[0][1:4] == ["2x384", "2,048", "129"]
-    bare, adapted, e2e = (number(rows[0][i]) for i in (4, 5, 6))
-    assert bare > 0 and adapted > 0 and e2e > 0
-    m = re.search(r"adapted / bare = ([\d.]+)x\s+end to end / bare = ([\d.]+)x\s+tokenizer / end to end = ([\d.]+)%",
-                  out)
-    assert m and abs(float(m.group(1)) - f["ratio"]) < 0.006 and abs(float(m.group(2)) - f["ratio_end_to_end"]) < 0.006
-    assert 0 < float(m.group(3)) < 100
+    bare, adapted, off, e2e = (number(rows[0][i]) for i in (4, 5, 6, 7))
+    assert bare > 0 and adapted > 0 and off > 0 and e2e > 0
+    m = re.search(r"adapted / bare = ([\d.]+)x\s+adapted / adapters off = ([\d.]+)x\s+end to end / bare = ([\d.]+)x"
+                  r"\s+tokenizer / end to end = ([\d.]+)%", out)
+    assert m and abs(float(m.group(1)) - f["ratio"]) < 0.006 and abs(float(m.group(2)) - f["ratio_adapters"]) < 0.006
+    assert abs(float(m.group(3)) - f["ratio_end_to_end"]) < 0.006 and 0 < float(m.group(4)) < 100
 
 
 # --- results_table.py -------------------------------------------------------------------------------------------

@@ -312,16 +312,24 @@ def test_linear_probe_and_scratch_modes():
     assert scratch.backbone.training
 
 
-def test_bare_context_disables_adapters():
-    m = tiny_model().eval()
+@pytest.mark.parametrize("family", ["timm-dinov2", "bert"])  # guided update after the block / before its closing norm
+def test_bare_context_disables_adapters(family):
+    """bare() = the same model with both adapters off: exactly the linear-probe model with the same weights."""
+    m = tiny_model(family).eval()
+    probe = tiny_model(family, adapter=False, guided=False).eval()
+    probe.load_state_dict({k: v for k, v in m.state_dict().items() if k in probe.state_dict()})
     x = clouds(1)
     with torch.no_grad():
         for a in m.adapters:
             a.up.weight.normal_()  # not a constant: the final LayerNorm would cancel it
+        for up in m.guided.up:
+            up.normal_()
         with_adapters = m(x)
         with m.bare():
             without = m(x)
+        assert torch.equal(m(x), with_adapters)  # switched back on
     assert not torch.allclose(with_adapters, without)
+    assert torch.allclose(without, probe(x), atol=1e-6)
 
 
 def test_bf16_autocast_cpu():
