@@ -195,3 +195,19 @@ def test_cosine_schedule_warms_up_then_decays():
         sched.step()
     assert lrs[0] == pytest.approx(0.2) and lrs[4] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[4:], lrs[5:])) and lrs[-1] < 0.05
+
+
+def test_compare_runs_reevaluates_best_and_last_checkpoints(tmp_path, meshes):
+    """benchmarks/compare_runs.py reloads a run's entry (best on val: must reproduce result.json) or its last epoch."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import compare_runs
+    out, result = train(tmp_path, "--dataset", "folder", "--data-root", str(meshes), "--epochs", "3")
+    best, recorded = compare_runs.test_correct(out)
+    assert best.shape == (4,) and recorded == result["test_acc"] and abs(best.mean() - recorded) < 1e-6
+    last, _ = compare_runs.test_correct(out, checkpoint="last")
+    assert last.shape == (4,) and set(np.unique(last).tolist()) <= {0.0, 1.0}
+    (out / "last.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(Exception):
+        compare_runs.test_correct(out, checkpoint="last")
