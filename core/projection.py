@@ -171,6 +171,11 @@ class VirtualProjection(torch.nn.Module):
         self.voxel, self.cell_patches, self.cells_1d = voxel, cell_patches, cells_1d
 
     def forward(self, centres, table):
+        # geometry in fp32 whatever the autocast: under bf16, 511 rounds to 512 and indexes past a 512-row table
+        with torch.autocast(centres.device.type, enabled=False):
+            return self._forward(centres.float(), table)
+
+    def _forward(self, centres, table):
         table = as_kind(table, self.kind)
         views = rotate_views(centres.float(), self.num_views)  # (V, B, G, 3)
         if self.kind == "2d":

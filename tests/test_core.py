@@ -343,6 +343,19 @@ def test_bf16_autocast_cpu():
     assert (low.float() - ref).abs().max() < 0.5
 
 
+@pytest.mark.parametrize("kind, table_shape", [("1d", (512, 8)), ("2d", (37, 37, 8))])
+def test_projection_is_fp32_under_bf16_autocast(kind, table_shape):
+    # bf16 cannot hold 511 (it rounds to 512): positions computed under autocast indexed past a 512-row table
+    centres = normalize(torch.randn(4, 128, 3))
+    table = torch.randn(*table_shape)
+    proj = VirtualProjection(kind)
+    ref, ref_groups = proj(centres, table)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, groups = proj(centres, table)
+    assert low.dtype == torch.float32 and torch.equal(low, ref)
+    assert torch.equal(groups["cells"], ref_groups["cells"]) and torch.equal(groups["coords"], ref_groups["coords"])
+
+
 def test_predict_api():
     m = tiny_model(labels=["a", "b", "c"])
     probs = m.predict(clouds(1, 1000)[0].numpy())
