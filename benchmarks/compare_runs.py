@@ -10,6 +10,12 @@ averaged over the seeds a method has, the difference of the two methods is avera
 interval that contains 0 means this benchmark cannot tell the two apart. With --readme the table replaces the block
 between <!-- comparison:start --> and <!-- comparison:end -->.
 
+Every re-evaluated run is kept as one small record, `benchmarks/results/sh3d/<run>.json` (its result.json, run
+config, the entry's model settings and the per-test-model correctness, a few KB, committed): the runs' folders are
+gigabytes and do not outlive a machine, the records do, and this script and results_table.py read them where a run's
+folder is gone (`--records`). A shipped entry (`zoo/checkpoints/<name>`) stands in for the first-seed Any2Point run
+when that run's folder is absent: it is re-evaluated the same way and checked against the metrics it records.
+
 `--checkpoint last` compares the models of each run's last epoch instead (`<run>/last.pt`, the end of the cosine
 schedule; block <!-- comparison-last:start/end -->): with 56 val models, picking the best of 50 epochs on val is
 itself noisy, and this shows how much of a difference is that selection.
@@ -34,15 +40,16 @@ METHODS = {"any2point": "Any2Point", "linear_probe": "linear probe", "from_scrat
 
 
 @torch.no_grad()
-def test_correct(run_dir, batch=16, checkpoint="best"):
-    """-> (per-test-model correctness as 0/1 floats, accuracy recorded in result.json). checkpoint: "best" (the
-    entry, best on val) or "last" (the last epoch's trainable state, from the resume checkpoint)."""
+def test_correct(run_dir, batch=16, checkpoint="best", entry=None, cfg=None):
+    """-> (per-test-model correctness as 0/1 floats, accuracy recorded in result.json, the model). checkpoint:
+    "best" (the entry, best on val) or "last" (the last epoch's trainable state, from the resume checkpoint).
+    `entry` and `cfg` (a run config dict) replace `<run_dir>/entry` and its run_config.json (shipped entries)."""
     from train.run import RunConfig, build_datasets
     from zoo.registry import load_artifact
-    cfg = json.loads((run_dir / "run_config.json").read_text())
+    cfg = cfg or json.loads((run_dir / "run_config.json").read_text())
     cfg = RunConfig(**{k: v for k, v in cfg.items() if k in {f.name for f in dataclasses.fields(RunConfig)}})
     test = build_datasets(cfg)[0]["test"]
-    model = load_artifact(run_dir / "entry")
+    model = load_artifact(entry or run_dir / "entry")
     if checkpoint == "last":
         model.load_trainable_state_dict(torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)["model"])
     correct = []
@@ -50,7 +57,33 @@ def test_correct(run_dir, batch=16, checkpoint="best"):
         pts, y = zip(*(test[j] for j in range(i, min(i + batch, len(test)))))
         pred = model(torch.stack(pts).float()).argmax(-1)
         correct.append((pred == torch.tensor(y)).float())
-    return torch.cat(correct).numpy(), json.loads((run_dir / "result.json").read_text())["test_acc"]
+    recorded = json.loads((entry / "config.json").read_text())["metrics"]["test_acc"] if entry else \
+        json.loads((run_dir / "result.json").read_text())["test_acc"]
+    return torch.cat(correct).numpy(), recorded, model
+
+
+def shipped_run(name, data_root="data/sh3d"):
+    """A shipped first-seed entry as a run: (entry folder, run config dict, result dict), or None."""
+    entry = ROOT / "zoo" / "checkpoints" / name
+    if not (entry / "config.json").exists():
+        return None
+    c = json.loads((entry / "config.json").read_text())
+    t = c.get("training", {})
+    cfg = dict(t, dataset=t.get("dataset", "sh3d"), data_root=data_root, backbone=c["backbone"]["spec"],
+               variant=c.get("variant", "any2point"), model=c["model"], name=name)
+    result = dict(c["metrics"], epochs=t.get("epochs"), train_seconds=t.get("train_seconds"),
+                  clouds_per_s=t.get("clouds_per_s"), peak_mb=t.get("peak_mb"), test_n=t.get("sizes", {}).get("test"))
+    return entry, cfg, result
+
+
+def write_record(records, name, cfg, result, entry_config, correct):
+    """One run's small, lasting record (see the module docstring)."""
+    records = Path(records)
+    records.mkdir(parents=True, exist_ok=True)
+    rec = dict(run=name, run_config=cfg, result=result,
+               entry={k: entry_config.get(k) for k in ("modality", "variant", "model")},
+               test_correct=[int(v) for v in correct])
+    (records / f"{name}.json").write_text(json.dumps(rec, indent=1) + "\n")
 
 
 def parse_run(name):
@@ -62,20 +95,41 @@ def parse_run(name):
     return (m.group(1), "any2point") if m.group(1) else (m.group(3), m.group(2).replace("-", "_"))
 
 
-def collect(runs_dir, checkpoint="best"):
-    """-> {(backbone short name, method): [per-seed correctness arrays]} for the suite's main runs."""
-    out = {}
-    for result in sorted(Path(runs_dir).glob("*/result.json")):
-        run = result.parent
-        parsed = parse_run(run.name)
-        if not parsed or not (run / "entry" / "config.json").exists():
-            continue  # ablations and unfinished runs
-        backbone, method = parsed
-        correct, recorded = test_correct(run, checkpoint=checkpoint)
+def collect(runs_dir, checkpoint="best", records=None, shipped=True):
+    """-> {(backbone short name, method): [per-seed correctness arrays]} for the suite's main runs: the finished
+    runs under runs_dir (re-evaluated; each leaves a record in `records`), the shipped entries for absent
+    first-seed Any2Point runs, and (best checkpoint only) the kept records of runs whose folders are gone."""
+    out, seen = {}, set()
+    todo = [(r.parent.name, r.parent, None, None, None) for r in sorted(Path(runs_dir).glob("*/result.json"))
+            if (r.parent / "entry" / "config.json").exists()]
+    if shipped and checkpoint == "best":
+        for short, modality in (("dinov2s", "vision"), ("minilm", "language"), ("whisper", "audio")):
+            name = f"any2point-{modality}-{short}-sh3d"
+            got = shipped_run(name, data_root=str(ROOT / "data" / "sh3d")) \
+                if not (Path(runs_dir) / name / "result.json").exists() else None
+            if got:
+                todo.append((name, None, *got))
+    for name, run, entry, cfg, result in todo:
+        parsed = parse_run(name)
+        if not parsed:
+            continue  # ablations
+        correct, recorded, model = test_correct(run, checkpoint=checkpoint, entry=entry, cfg=cfg)
         if checkpoint == "best" and abs(correct.mean() - recorded) > 1e-6:
-            raise SystemExit(f"{run.name}: re-evaluated test accuracy {correct.mean():.4f} != result.json "
+            raise SystemExit(f"{name}: re-evaluated test accuracy {correct.mean():.4f} != its record "
                              f"{recorded:.4f}; the entry is not the checkpoint the run reported")
-        out.setdefault((backbone, method), []).append(correct)
+        if records and checkpoint == "best":
+            result = result or json.loads((run / "result.json").read_text())
+            result.setdefault("trainable_parameters", model.num_trainable())
+            cfg = cfg or json.loads((run / "run_config.json").read_text())
+            write_record(records, name, cfg, result, json.loads(((entry or run / "entry") / "config.json")
+                                                                .read_text()), correct)
+        out.setdefault(parsed, []).append(correct)
+        seen.add(name)
+    for rec in sorted(Path(records).glob("*.json")) if records and checkpoint == "best" else []:
+        r = json.loads(rec.read_text())
+        parsed = parse_run(r["run"])
+        if parsed and r["run"] not in seen:
+            out.setdefault(parsed, []).append(np.asarray(r["test_correct"], dtype=float))
     return out
 
 
@@ -109,15 +163,20 @@ def main(argv=None):
     p.add_argument("--boot", type=int, default=10000, help="bootstrap resamples")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best",
                    help="best: each run's entry (best epoch on val, the protocol); last: its last epoch")
+    p.add_argument("--records", default=str(ROOT / "benchmarks/results/sh3d"),
+                   help="where each run's lasting record is written and read ('' = neither)")
+    p.add_argument("--no-shipped", action="store_true",
+                   help="do not stand the shipped entries in for absent first-seed Any2Point runs")
     p.add_argument("--readme", help="update this file's comparison block")
+    p.add_argument("--block", help="the README block's name (default: comparison, or comparison-last)")
     a = p.parse_args(argv)
-    results = collect(a.runs_dir, a.checkpoint)
+    results = collect(a.runs_dir, a.checkpoint, records=a.records or None, shipped=not a.no_shipped)
     if not results:
         raise SystemExit(f"no finished suite runs with entries under {a.runs_dir}")
     md = table(results, a.boot)
     print(md)
     if a.readme:
-        tag = "comparison" if a.checkpoint == "best" else "comparison-last"
+        tag = a.block or ("comparison" if a.checkpoint == "best" else "comparison-last")
         update_block(a.readme, md, f"<!-- {tag}:start -->", f"<!-- {tag}:end -->")
         print(f"updated {a.readme}")
 

@@ -42,17 +42,27 @@ def describe(name, cfg):
     return f"Any2Point ({pe.upper()} projection)" if pe in ("1d", "2d") else "Any2Point"
 
 
-def rows(runs_dir):
+def _read(path):
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def rows(runs_dir, records=None):
+    """One row per finished run under runs_dir, and per kept record (benchmarks/compare_runs.py writes them) of a
+    run whose folder is gone."""
+    found = [(f.parent.name, _read(f), _read(f.parent / "run_config.json"), _read(f.parent / "entry/config.json"))
+             for f in sorted(Path(runs_dir).glob("*/result.json"))]
+    have = {name for name, *_ in found}
+    for f in sorted(Path(records).glob("*.json")) if records else []:
+        rec = json.loads(f.read_text())
+        if rec["run"] not in have:
+            found.append((rec["run"], rec["result"], rec["run_config"], rec["entry"]))
     out = []
-    for result_file in sorted(Path(runs_dir).glob("*/result.json")):
-        run = result_file.parent
-        r = json.loads(result_file.read_text())
-        cfg = json.loads((run / "run_config.json").read_text()) if (run / "run_config.json").exists() else {}
-        entry = json.loads((run / "entry/config.json").read_text()) if (run / "entry/config.json").exists() else {}
-        cfg["model"] = entry.get("model", cfg.get("model", {}))
+    for name, r, cfg, entry in found:
+        cfg = dict(cfg)
+        cfg["model"] = entry.get("model") or cfg.get("model", {})
         backbone = cfg.get("backbone", "?").replace("packaged:", "")
-        out.append(dict(run=run.name, backbone=backbone, modality=entry.get("modality", ""),
-                        method=describe(run.name, {**cfg, "variant": entry.get("variant", cfg.get("variant"))}),
+        out.append(dict(run=name, backbone=backbone, modality=entry.get("modality", ""),
+                        method=describe(name, {**cfg, "variant": entry.get("variant", cfg.get("variant"))}),
                         acc=r["test_acc"], vote=r["test_acc_vote"], mca=r["test_mean_class_acc"],
                         val=r["val_acc"], params=r["trainable_parameters"], minutes=r["train_seconds"] / 60,
                         epochs=r["epochs"], cps=r["clouds_per_s"]))
@@ -98,15 +108,18 @@ def table(rs):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs-dir", default=str(ROOT / "runs/sh3d"))
+    p.add_argument("--records", default=str(ROOT / "benchmarks/results/sh3d"),
+                   help="kept run records (benchmarks/compare_runs.py) for runs whose folders are gone; '' = none")
     p.add_argument("--readme", help="update this file's results block")
+    p.add_argument("--block", default="results", help="the README block's name")
     a = p.parse_args(argv)
-    rs = rows(a.runs_dir)
+    rs = rows(a.runs_dir, a.records or None)
     if not rs:
         raise SystemExit(f"no finished runs (result.json) under {a.runs_dir}")
     md = table(rs)
     print(md)
     if a.readme:
-        update_block(a.readme, md, START, END)
+        update_block(a.readme, md, f"<!-- {a.block}:start -->", f"<!-- {a.block}:end -->")
         print(f"updated {a.readme}")
 
 

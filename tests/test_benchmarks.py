@@ -185,10 +185,10 @@ def test_results_table_from_runs_and_readme_block(tmp_path, capsys):
     readme = tmp_path / "README.md"
     before, after = "# Title\n\nIntro.\n\n", "\n\n## Next section\n\nText.\n"
     readme.write_text(before + "<!-- results:start -->\n(no finished runs yet)\n<!-- results:end -->" + after)
-    results_table.main(["--runs-dir", str(runs), "--readme", str(readme)])
+    results_table.main(["--runs-dir", str(runs), "--records", "", "--readme", str(readme)])
     text = readme.read_text()
     assert text == before + f"<!-- results:start -->\n{md}\n<!-- results:end -->" + after
-    results_table.main(["--runs-dir", str(runs), "--readme", str(readme)])  # idempotent
+    results_table.main(["--runs-dir", str(runs), "--records", "", "--readme", str(readme)])  # idempotent
     assert readme.read_text() == text
     assert md in capsys.readouterr().out
 
@@ -205,12 +205,12 @@ def test_results_table_from_runs_and_readme_block(tmp_path, capsys):
 
     bare = tmp_path / "BARE.md"  # no block yet: appended
     bare.write_text("# Bare\n")
-    results_table.main(["--runs-dir", str(runs), "--readme", str(bare)])
+    results_table.main(["--runs-dir", str(runs), "--records", "", "--readme", str(bare)])
     assert bare.read_text() == f"# Bare\n\n<!-- results:start -->\n{md}\n<!-- results:end -->\n"
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no finished runs"):
-        results_table.main(["--runs-dir", str(tmp_path / "empty")])
+        results_table.main(["--runs-dir", str(tmp_path / "empty"), "--records", ""])
 
 
 # --- app_load.py ------------------------------------------------------------------------------------------------
@@ -335,3 +335,27 @@ def test_compare_runs_names_and_paired_bootstrap():
     md = compare_runs.table({("minilm", "any2point"): better, ("minilm", "linear_probe"): worse}, boot=500)
     head, rows = table(md, "")
     assert head[1] == "Any2Point vs" and rows[0][:6] == ["minilm", "linear probe", "1 / 1", "83.3%", "50.0%", "+33.3"]
+
+
+def test_run_records_outlive_the_runs(tmp_path):
+    """A run's record (compare_runs.write_record) gives the same table row and the same per-model correctness as
+    the run's folder did, after the folder is gone."""
+    import numpy as np
+    import compare_runs
+    import results_table
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    fake_run(runs, "baseline-linear-probe-minilm", "packaged:minilm-l6", "language", "linear_probe",
+             dict(adapter=False, guided=False), 0.60)
+    run = runs / "baseline-linear-probe-minilm"
+    correct = np.r_[np.ones(36), np.zeros(24)]
+    compare_runs.write_record(records, run.name, json.loads((run / "run_config.json").read_text()),
+                              json.loads((run / "result.json").read_text()),
+                              json.loads((run / "entry/config.json").read_text()), correct)
+    from_runs = results_table.rows(runs)
+    shutil.rmtree(runs)
+    runs.mkdir()
+    assert results_table.rows(runs) == [] and results_table.rows(runs, records) == from_runs
+    assert from_runs[0]["method"] == "linear probe (frozen, PE on, no adapters)" and from_runs[0]["acc"] == 0.60
+    got = compare_runs.collect(runs, records=records, shipped=False)
+    assert list(got) == [("minilm", "linear_probe")] and np.array_equal(got[("minilm", "linear_probe")][0], correct)
+    assert compare_runs.collect(runs, records=None, shipped=False) == {}
