@@ -14,7 +14,9 @@ The test split has 60 models (one model = 1.7 points of accuracy): one seed cann
 `--controls minilm whisper` adds, at every seed, the random-backbone control (`control-random-backbone-<backbone>`):
 Any2Point on the backbone's architecture with random frozen weights, which tells whether the pretraining is used.
 `--install` copies the three first-seed Any2Point entries into zoo/checkpoints/ (the embedded defaults).
-Then `python benchmarks/results_table.py` builds the README table from the logs.
+Then `python benchmarks/compare_runs.py` re-evaluates the finished runs and keeps a small record of each in
+benchmarks/results/sh3d/ (commit those: the run folders do not outlive the machine), and
+`python benchmarks/results_table.py` builds the README table from the logs and the records.
 """
 import argparse
 import os
