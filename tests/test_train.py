@@ -204,9 +204,10 @@ def test_compare_runs_reevaluates_best_and_last_checkpoints(tmp_path, meshes):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import compare_runs
     out, result = train(tmp_path, "--dataset", "folder", "--data-root", str(meshes), "--epochs", "3")
-    best, recorded = compare_runs.test_correct(out)
+    best, recorded, model = compare_runs.test_correct(out)
+    assert model.num_trainable() == result["trainable_parameters"]
     assert best.shape == (4,) and recorded == result["test_acc"] and abs(best.mean() - recorded) < 1e-6
-    last, _ = compare_runs.test_correct(out, checkpoint="last")
+    last, _, _ = compare_runs.test_correct(out, checkpoint="last")
     assert last.shape == (4,) and set(np.unique(last).tolist()) <= {0.0, 1.0}
     (out / "last.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(Exception):
