@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_table import update_block  # noqa: E402
+from sh3d_suite import BACKBONES  # noqa: E402
 
 METHODS = {"any2point": "Any2Point", "linear_probe": "linear probe", "from_scratch": "from scratch",
            "random_backbone": "random frozen backbone (control)"}
@@ -103,7 +104,7 @@ def collect(runs_dir, checkpoint="best", records=None, shipped=True):
     todo = [(r.parent.name, r.parent, None, None, None) for r in sorted(Path(runs_dir).glob("*/result.json"))
             if (r.parent / "entry" / "config.json").exists()]
     if shipped and checkpoint == "best":
-        for short, modality in (("dinov2s", "vision"), ("minilm", "language"), ("whisper", "audio")):
+        for short, modality in BACKBONES.items():
             name = f"any2point-{modality}-{short}-sh3d"
             got = shipped_run(name, data_root=str(ROOT / "data" / "sh3d")) \
                 if not (Path(runs_dir) / name / "result.json").exists() else None

@@ -176,8 +176,9 @@ class VirtualProjection(torch.nn.Module):
             return self._forward(centres.float(), table)
 
     def _forward(self, centres, table):
+        """centres (B, G, 3) fp32 (forward converts them)."""
         table = as_kind(table, self.kind)
-        views = rotate_views(centres.float(), self.num_views)  # (V, B, G, 3)
+        views = rotate_views(centres, self.num_views)  # (V, B, G, 3)
         if self.kind == "2d":
             coords = project_2d(views, self.distance)  # (V, B, G, 2)
             corners = corners_2d(coords, *table.shape[:2])
@@ -186,7 +187,7 @@ class VirtualProjection(torch.nn.Module):
             coords = project_1d(views, self.direction)  # (V, B, G)
             corners = corners_1d(coords * (table.shape[0] - 1), table.shape[0])
             cells, num_cells = cell_ids_1d(coords, self.cells_1d)
-        vox, num_vox = voxel_ids(centres.float(), self.voxel)
+        vox, num_vox = voxel_ids(centres, self.voxel)
         same_cell = cells.unsqueeze(-1) == cells.unsqueeze(-2)  # (V, B, G, G)
         groups = dict(voxels=vox, num_voxels=num_vox, cells=cells, num_cells=num_cells,
                       mask=same_cell, coords=coords)
