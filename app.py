@@ -1,7 +1,7 @@
 """Any2Point zoo demo: upload a point cloud or mesh, compare how frozen vision, language and audio transformers
 classify it. `python app.py` serves it on 127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT honoured).
 
-UI and glue only: models come from `zoo`, files are read by `train.data.files.read_points`.
+UI and glue only: models and file reading (`zoo.read_points`) come from `zoo`; nothing from `train/`.
 """
 import itertools
 import os
@@ -15,8 +15,8 @@ import gradio as gr
 import numpy as np
 from matplotlib.figure import Figure  # not pyplot: its global figure state is not safe across queue workers
 
-from train.data.files import SUPPORTED_EXTENSIONS, PointCloudError, read_points, write_points
-from zoo import ModelUnavailable, list_models, load_model
+from zoo import (SUPPORTED_EXTENSIONS, ModelUnavailable, PointCloudError, list_models, load_model, read_points,
+                 write_points)
 from zoo.registry import DEFAULTS
 
 try:  # ZeroGPU on Spaces; plain local runs don't need the package
@@ -156,7 +156,8 @@ def views_figure(points, names):
                 ax.set_xlim(0, 1), ax.set_ylim(-0.2, 1)
             ax.set_xticks([]), ax.set_yticks([])
             ax.set_title(f"view {v + 1}" + ("" if r else f" ({e['kind']})"), fontsize=8)
-        axes[r, 0].set_ylabel(f"{model.backbone.modality}\n{name.split('-')[2]}", fontsize=8)
+        axes[r, 0].set_ylabel(f"{model.backbone.modality}\n{model.info.backbone_name if model.info else name}",
+                              fontsize=8)
         ax = axes[r, 6]
         if e["view_weights"] is not None:
             w = e["view_weights"][-1].mean(0).numpy()

@@ -44,7 +44,7 @@ def launch(target):
 
 def write_clouds(folder, n, points, seed=0):
     """n distinct random clouds (a unit sphere surface, jittered) as .ply files written by the app's own writer."""
-    from train.data.files import write_points
+    from zoo.files import write_points
     g = np.random.default_rng(seed)
     paths = []
     for i in range(n):

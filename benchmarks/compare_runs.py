@@ -45,10 +45,11 @@ def test_correct(run_dir, batch=16, checkpoint="best", entry=None, cfg=None):
     """-> (per-test-model correctness as 0/1 floats, accuracy recorded in result.json, the model). checkpoint:
     "best" (the entry, best on val) or "last" (the last epoch's trainable state, from the resume checkpoint).
     `entry` and `cfg` (a run config dict) replace `<run_dir>/entry` and its run_config.json (shipped entries)."""
-    from train.run import RunConfig, build_datasets
+    from train.run import RunConfig, build_datasets, check_run_config
     from zoo.registry import load_artifact
     cfg = cfg or json.loads((run_dir / "run_config.json").read_text())
-    cfg = RunConfig(**{k: v for k, v in cfg.items() if k in {f.name for f in dataclasses.fields(RunConfig)}})
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    cfg = RunConfig(**check_run_config({k: v for k, v in cfg.items() if k in known}))
     test = build_datasets(cfg)[0]["test"]
     model = load_artifact(entry or run_dir / "entry")
     if checkpoint == "last":

@@ -17,7 +17,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from core import Any2Point  # noqa: E402
-from core.backbones import build_backbone  # noqa: E402
+from zoo.specs import build_backbone  # noqa: E402
 from speed import bench_forward, forward_table  # noqa: E402
 
 
@@ -34,8 +34,8 @@ def main(argv=None):
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    bb = build_backbone("timm:vit_small_patch14_dinov2", pretrained=False, img_size=518, embed_dim=a.width,
-                        depth=a.depth, num_heads=a.heads)
+    bb, _ = build_backbone("timm:vit_small_patch14_dinov2", pretrained=False, img_size=518, embed_dim=a.width,
+                           depth=a.depth, num_heads=a.heads)
     model = Any2Point(bb, 15, num_points=a.points, num_tokens=a.tokens).eval()
     f = bench_forward(model, torch.device("cpu"), a.points, a.repeats)
     print("\n".join(forward_table([("random ViT (DINOv2 shape)", f)])))

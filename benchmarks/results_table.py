@@ -11,7 +11,11 @@ import argparse
 import json
 import re
 import statistics
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from zoo import specs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -60,7 +64,7 @@ def rows(runs_dir, records=None):
     for name, r, cfg, entry in found:
         cfg = dict(cfg)
         cfg["model"] = entry.get("model") or cfg.get("model", {})
-        backbone = cfg.get("backbone", "?").replace("packaged:", "")
+        backbone = specs.short_name(cfg["backbone"]) if cfg.get("backbone") else "?"
         out.append(dict(run=name, backbone=backbone, modality=entry.get("modality", ""),
                         method=describe(name, {**cfg, "variant": entry.get("variant", cfg.get("variant"))}),
                         acc=r["test_acc"], vote=r["test_acc_vote"], mca=r["test_mean_class_acc"],

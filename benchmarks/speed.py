@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from zoo.specs import parse, short_name  # noqa: E402
 
 PACKAGED = ("packaged:dinov2-s14", "packaged:minilm-l6", "packaged:whisper-tiny-en")
 QUICK_BACKBONE = "packaged:whisper-tiny-en"  # the smallest (4 blocks)
@@ -248,8 +249,13 @@ def header(devices, a):
             f"{date} | {mode} mode, median of {a.repeats} repeats")
 
 
-def short(spec):
-    return spec.split(":", 1)[1] if spec.startswith("packaged:") else spec
+def with_scheme(name):
+    """A full spec as given, or a bare packaged name ("minilm-l6") as its packaged: spec."""
+    try:
+        parse(name)
+        return name
+    except ValueError:
+        return f"packaged:{name}"
 
 
 def render(results, skipped, devices, a):
@@ -260,14 +266,14 @@ def render(results, skipped, devices, a):
             "| backbone | device | points | tokens | median ms |", "|---|---|---|---|---|"]
     for r in results:
         for t in r["tokenizer"]:
-            out.append(f"| {short(r['spec'])} | {r['device']} | {t['points']:,} | {t['tokens']} | {t['ms']:.2f} |")
+            out.append(f"| {short_name(r['spec'])} | {r['device']} | {t['points']:,} | {t['tokens']} | {t['ms']:.2f} |")
     out += ["", "## Adapted forward vs bare frozen backbone, batch 1", "",
             "Same run, interleaved repeats, all on the same tokens: bare = the frozen blocks alone (adapters "
             "off); adapted = Any2Point from those tokens to logits (projection, PE, adapters, guided adapter, head); "
             "adapters off = the same with both adapters off (projection, PE and head, which any frozen-backbone "
             "method with this PE pays too); end to end = from the points (adds the tokenizer); tokenizer share = "
             "tokenizer / end to end.", ""]
-    out += forward_table([(f"{short(r['spec'])} ({r['device']})", r["forward"]) for r in results])
+    out += forward_table([(f"{short_name(r['spec'])} ({r['device']})", r["forward"]) for r in results])
     methods = sorted({t["memory_method"] for r in results for t in r["train"]})
     out += ["", f"## Training step (forward + backward + AdamW on the trainable parameters), batch {a.train_batch}",
             "", f"Peak memory: {'; '.join(methods)}.", "",
@@ -275,17 +281,17 @@ def render(results, skipped, devices, a):
             "|---|---|---|---|---|---|---|"]
     for r in results:
         for t in r["train"]:
-            out.append(f"| {short(r['spec'])} | {r['device']} | {t['points']:,} | {t['trainable']:,} | "
+            out.append(f"| {short_name(r['spec'])} | {r['device']} | {t['points']:,} | {t['trainable']:,} | "
                        f"{t['step_ms']:.1f} | {t['clouds_per_s']:.2f} | {t['peak_mb']:.0f} |")
     if skipped:
-        out += ["", "Skipped: " + "; ".join(f"{short(s)} ({why})" for s, why in skipped) + "."]
+        out += ["", "Skipped: " + "; ".join(f"{short_name(s)} ({why})" for s, why in skipped) + "."]
     return "\n".join(out) + "\n"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backbones", help="comma-separated specs or packaged names (default: the three packaged "
-                   f"backbones; --quick: {short(QUICK_BACKBONE)})")
+                   f"backbones; --quick: {short_name(QUICK_BACKBONE)})")
     p.add_argument("--repeats", type=int, help="timed repeats per measurement, median reported (default 10; "
                    "--quick: 2)")
     p.add_argument("--quick", action="store_true", help="reduced run for CI: one backbone, 1k/2k points, "
@@ -305,7 +311,7 @@ def parse_args(argv=None):
     if a.repeats < 1:
         p.error("--repeats must be at least 1")
     specs = a.backbones.split(",") if a.backbones else ([QUICK_BACKBONE] if a.quick else list(PACKAGED))
-    specs = [s.strip() if ":" in s else f"packaged:{s.strip()}" for s in specs if s.strip()]
+    specs = [with_scheme(s.strip()) for s in specs if s.strip()]
     a.specs = specs[:1] if a.quick else specs
     a.sizes = [int(s) for s in a.points.split(",")] if a.points else ([1024, 2048] if a.quick else
                                                                     [1024, 2048, 8192, 32768])
@@ -337,11 +343,11 @@ def main(argv=None):
                 skipped.append((spec, first))
                 print(f"skipping {spec}: {first}", file=sys.stderr)
                 break
-            print(f"{short(spec)} on {device}: tokenizer ...", file=sys.stderr)
+            print(f"{short_name(spec)} on {device}: tokenizer ...", file=sys.stderr)
             tok = bench_tokenizer(model, device, a.sizes, a.repeats)
-            print(f"{short(spec)} on {device}: forward ...", file=sys.stderr)
+            print(f"{short_name(spec)} on {device}: forward ...", file=sys.stderr)
             fwd = bench_forward(model, device, 2048, a.repeats)
-            print(f"{short(spec)} on {device}: train steps ...", file=sys.stderr)
+            print(f"{short_name(spec)} on {device}: train steps ...", file=sys.stderr)
             train = [bench_train(model, device, n, a.train_batch, a.repeats) for n in a.train_points]
             results.append(dict(spec=spec, device=device.type, tokenizer=tok, forward=fwd, train=train))
             del model

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.adapter import BottleneckAdapter, GuidedAdapter
-from core.backbones import build_backbone
+from core.backbones import wrap
+from core.config import Any2PointConfig
 from core.points import normalize
 from core.projection import VirtualProjection
 from core.tokenizer import PointTokenizer
@@ -17,49 +18,46 @@ from core.tokenizer import PointTokenizer
 class Any2Point(nn.Module):
     """Point cloud (B, N, 3) -> logits (B, K) through a frozen 1D/2D transformer.
 
-    Ablations and baselines are keyword arguments: pe="none"|"1d"|"2d" ("auto" = the backbone's own kind),
-    adapter=False, guided=False (both off + pe on = linear probe), freeze_backbone=False (from scratch).
+    Settings are an `Any2PointConfig` (core/config.py; keyword overrides work too), and `model.config` is that
+    object with `distance` resolved. Ablations and baselines are settings: pe="none"|"1d"|"2d", adapter=False,
+    guided=False (both off + pe on = linear probe), freeze_backbone=False (from scratch); see config.PRESETS.
+    `info` is what the model is, declared by whoever built it (zoo: a `zoo.registry.ModelInfo`), or None.
     """
 
-    def __init__(self, backbone, num_classes, *, labels=None, num_points=2048, num_tokens=128, k=16,
-                 tokenizer_dim=64, pe="auto", num_views=6, distance=None, direction=(-1.0, 0.0, 1.0),
-                 voxel=0.12, cell_patches=2.0, cells_1d=38, adapter=True, adapter_dim=8, adapter_scale=0.3,
-                 guided=True, guided_dim=12, guided_scale=0.5, head_hidden=256, dropout=0.5,
-                 freeze_backbone=True):
+    def __init__(self, backbone, num_classes, *, config=None, labels=None, info=None, **overrides):
         super().__init__()
-        self.backbone = build_backbone(backbone)  # spec string, library model or Backbone
+        self.backbone = wrap(backbone)  # a library model or a Backbone; spec strings: zoo.build_backbone
         bb = self.backbone
         c, depth = bb.width, len(bb.blocks)
         if labels is not None and len(labels) != num_classes:
             raise ValueError(f"{len(labels)} labels for {num_classes} classes")
         self.labels = list(labels) if labels is not None else [f"class_{i}" for i in range(num_classes)]
-        self.num_points, self.pe_mode, self.freeze_backbone = num_points, pe, freeze_backbone
-        if pe not in ("auto", "none", "1d", "2d"):
-            raise ValueError(f"pe must be auto, none, 1d or 2d, got {pe!r}")
-        kind = bb.pos_kind if pe in ("auto", "none") else pe
-        distance = distance if distance is not None else bb.default_distance
-        # everything Any2Point(backbone, len(labels), labels=labels, **config) needs to rebuild this model
-        self.config = dict(num_points=num_points, num_tokens=num_tokens, k=k,
-                           tokenizer_dim=tokenizer_dim, pe=pe, num_views=num_views, distance=distance,
-                           direction=list(direction), voxel=voxel, cell_patches=cell_patches, cells_1d=cells_1d,
-                           adapter=adapter, adapter_dim=adapter_dim, adapter_scale=adapter_scale, guided=guided,
-                           guided_dim=guided_dim, guided_scale=guided_scale, head_hidden=head_hidden,
-                           dropout=dropout, freeze_backbone=freeze_backbone)
+        cfg = config if config is not None else Any2PointConfig()
+        if not isinstance(cfg, Any2PointConfig):
+            raise TypeError(f"config must be an Any2PointConfig, got {type(cfg).__name__} (use from_dict)")
+        cfg = cfg.replace(**overrides) if overrides else cfg
+        if cfg.distance is None:
+            cfg = cfg.replace(distance=bb.default_distance)
+        self.config, self.info = cfg, info
+        self.num_points, self.pe_mode, self.freeze_backbone = cfg.num_points, cfg.pe, cfg.freeze_backbone
+        kind = bb.pos_kind if cfg.pe in ("auto", "none") else cfg.pe
 
-        self.tokenizer = PointTokenizer(c, num_tokens=num_tokens, k=k, dim=tokenizer_dim)
-        self.projection = VirtualProjection(kind, num_views=num_views, distance=distance, direction=direction,
-                                            voxel=voxel, cell_patches=cell_patches, cells_1d=cells_1d)
+        self.tokenizer = PointTokenizer(c, num_tokens=cfg.num_tokens, k=cfg.k, dim=cfg.tokenizer_dim)
+        self.projection = VirtualProjection(kind, num_views=cfg.num_views, distance=cfg.distance,
+                                            direction=cfg.direction, voxel=cfg.voxel, cell_patches=cfg.cell_patches,
+                                            cells_1d=cfg.cells_1d)
         cls = bb.cls_init()
         self.cls_token = nn.Parameter(cls.clone() if cls is not None else torch.randn(c) * 0.02)
         self.cls_pos = nn.Parameter(torch.zeros(c))
-        self.adapters = nn.ModuleList(BottleneckAdapter(c, adapter_dim, adapter_scale) for _ in range(depth)) \
-            if adapter else None
-        self.guided = GuidedAdapter(c, depth, num_views=num_views, inner=guided_dim, scale=guided_scale) \
-            if guided else None
+        self.adapters = nn.ModuleList(BottleneckAdapter(c, cfg.adapter_dim, cfg.adapter_scale)
+                                      for _ in range(depth)) if cfg.adapter else None
+        self.guided = GuidedAdapter(c, depth, num_views=cfg.num_views, inner=cfg.guided_dim,
+                                    scale=cfg.guided_scale) if cfg.guided else None
+        h, p = cfg.head_hidden, cfg.dropout
         self.head = nn.Sequential(
-            nn.Linear(2 * c, head_hidden), nn.BatchNorm1d(head_hidden), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(head_hidden, head_hidden), nn.BatchNorm1d(head_hidden), nn.GELU(), nn.Dropout(dropout),
-            nn.Linear(head_hidden, num_classes))
+            nn.Linear(2 * c, h), nn.BatchNorm1d(h), nn.GELU(), nn.Dropout(p),
+            nn.Linear(h, h), nn.BatchNorm1d(h), nn.GELU(), nn.Dropout(p),
+            nn.Linear(h, num_classes))
 
         # hooks are bound methods / partials of our own modules, never closures over self: a deep copy or a pickle
         # of the model then carries hooks that call the copy's adapters
@@ -71,8 +69,13 @@ class Any2Point(nn.Module):
         if self._post_ln:
             for i in range(depth):
                 bb.post_norm(i).register_forward_pre_hook(partial(self.guided.pre_norm_hook, i))
-        bb.requires_grad_(not freeze_backbone)
+        bb.requires_grad_(not cfg.freeze_backbone)
         self.train(False)
+
+    @property
+    def trained(self):
+        """Whether the trainable part was trained (declared by `info`); a freshly built model is not."""
+        return bool(getattr(self.info, "trained", False))
 
     @contextmanager
     def bare(self):

@@ -8,7 +8,7 @@ import trimesh
 from gradio_client import Client, handle_file
 
 import app
-from train.data.files import write_points
+from zoo.files import write_points
 
 WHISPER = app.DEFAULTS["audio"]  # the smallest backbone: format tests call only this entry
 

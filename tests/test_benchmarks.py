@@ -217,7 +217,7 @@ def test_results_table_from_runs_and_readme_block(tmp_path, capsys):
 FAKE_APP = """
     import threading
     import gradio as gr
-    from train.data.files import read_points
+    from zoo.files import read_points
 
     calls, lock = [], threading.Lock()
 

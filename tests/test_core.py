@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from core.adapter import GuidedAdapter
-from core.backbones import build_backbone
+from core.backbones import wrap
+from zoo.specs import build_backbone
 from core.points import _fps_steps, farthest_point_sample, knn, normalize
 from core.projection import (VirtualProjection, cell_ids_1d, project_1d, project_2d, rotate_views, sample_1d,
                              sample_2d, view_rotations, voxel_ids)
@@ -90,7 +91,7 @@ def test_1d_positions_are_per_sample():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_pe_sampling_reproduces_pretrained_table(family):
-    bb = build_backbone(TINY[family]())
+    bb = wrap(TINY[family]())
     table = bb.pos_table()
     if bb.pos_kind == "2d":
         h, w, c = table.shape
@@ -284,7 +285,7 @@ def test_parameter_budget():
     from core import Any2Point
     budget = {}
     for name, width in [("vit_base_patch14_dinov2", 768), ("vit_small_patch14_dinov2", 384)]:
-        bb = build_backbone(f"timm:{name}", pretrained=False, img_size=224)
+        bb, _ = build_backbone(f"timm:{name}", pretrained=False, img_size=224)
         budget[width] = Any2Point(bb, 15).num_trainable()
         assert len(bb.blocks) == 12 and bb.width == width
     print(f"\ntrainable parameters, 12 blocks, 15 classes: width 768: {budget[768]:,}  width 384: {budget[384]:,}")

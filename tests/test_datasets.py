@@ -10,7 +10,8 @@ import pytest
 import torch
 import trimesh
 
-from train.data import DATASETS, SH3D, DatasetError, MeshFolder, ModelNet40, ScanObjectNN, sh3d, write_points
+from train.data import DATASETS, SH3D, DatasetError, MeshFolder, ModelNet40, ScanObjectNN, sh3d
+from zoo.files import write_points
 from train.data.folder import hash_split
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from train.data.files import SUPPORTED_EXTENSIONS, PointCloudError, lzf_decompress, read_points, write_points
+from zoo.files import SUPPORTED_EXTENSIONS, PointCloudError, lzf_decompress, read_points, write_points
 
 CLOUD = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
 

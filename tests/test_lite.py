@@ -8,12 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.backbones import build_backbone, lite, wrap
+from core.backbones import lite, wrap
 from core.backbones.hf_audio import HFWhisperEncoder
 from core.backbones.hf_text import HFBert
 from zoo.fingerprint import state_fingerprint
 from zoo.registry import CHECKPOINTS, DEFAULTS, get_entry
 from zoo.sources import PACKAGED, load_packaged
+from zoo.specs import build_backbone, parse
 
 transformers = pytest.importorskip("transformers")
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +82,7 @@ def test_fresh_build_matches_transformers_init():
     cfg = transformers.WhisperConfig(d_model=32, encoder_layers=1, encoder_attention_heads=4, max_source_positions=12)
     assert torch.equal(WhisperEncoder(cfg).embed_positions.weight,
                        lite.WhisperEncoder(lite.WhisperConfig.from_dict(cfg.to_dict())).embed_positions.weight)
-    scratch = build_backbone("scratch:1d")
+    scratch = build_backbone("scratch:1d")[0]
     assert isinstance(scratch.model, lite.BertModel) and scratch.model.pooler is None
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -118,7 +119,7 @@ ENTRIES = [DEFAULTS["language"], DEFAULTS["audio"]]
 
 
 def _source(entry):
-    src = PACKAGED[get_entry(entry).backbone.partition(":")[2]]
+    src = PACKAGED[parse(get_entry(entry).backbone)[1]]
     ok, why = src.available()
     if not ok:
         pytest.skip(why)
@@ -148,7 +149,7 @@ for name in {ENTRIES!r}:
     m = load_model(name)
     sympy |= "sympy" in sys.modules
     m.predict(np.random.default_rng(0).normal(size=(512, 3)).astype(np.float32))
-    out[name] = m.backbone_info["sha256"]
+    out[name] = m.info.backbone["sha256"]
 print(json.dumps(dict(at_import=imported, after=("transformers" in sys.modules), sympy=sympy, sha=out)))
 """
     env = dict(os.environ, ANY2POINT_CACHE=str(cache), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))

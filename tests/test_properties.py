@@ -21,7 +21,7 @@ from hypothesis.extra import numpy as hnp
 
 from core.points import farthest_point_sample, gather, knn, normalize
 from core.tokenizer import PointTokenizer
-from train.data.files import SUPPORTED_EXTENSIONS, PointCloudError, read_points, write_points
+from zoo.files import SUPPORTED_EXTENSIONS, PointCloudError, read_points, write_points
 
 PROPS = settings(max_examples=50, deadline=5000, derandomize=True, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -244,7 +244,7 @@ def test_tokenizer_output_is_finite_for_degenerate_and_tiny_clouds(cloud, batch)
     assert torch.isfinite(tokens).all() and torch.isfinite(centres).all()
 
 
-# --- train.data.files: readers ------------------------------------------------------------------------------------
+# --- zoo.files: readers ------------------------------------------------------------------------------------
 def expected_or_error(xyz):
     """What read_points must give for these coordinates: their float32 values, or None for a PointCloudError."""
     f = np.asarray(xyz, dtype=np.float64)

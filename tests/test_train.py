@@ -1,5 +1,9 @@
 """End-to-end training on tiny files in the official formats, on CPU, into zoo entries."""
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +14,8 @@ from tests.tiny import sphere_cube_clouds, write_scanobjectnn
 from train import run
 from train.augment import augment, vote_logits
 from train.engine import cosine_with_warmup
+
+ROOT = Path(__file__).resolve().parents[1]
 
 QUICK = ["--backbone", "scratch:2d", "--epochs", "2", "--batch-size", "4", "--points", "128", "--votes", "2"]
 
@@ -128,11 +134,34 @@ def test_missing_dataset_is_one_clear_line(tmp_path):
 def test_bad_config_file(tmp_path):
     cfg = tmp_path / "bad.toml"
     cfg.write_text('epochz = 3\n')
-    with pytest.raises(SystemExit, match="unknown keys.*epochz"):
+    with pytest.raises(SystemExit, match="unknown key 'epochz'"):
+        run.main(["--config", str(cfg)])
+    cfg.write_text('epochs = "ten"\n')
+    with pytest.raises(SystemExit, match="epochs must be an integer, got 'ten'"):
         run.main(["--config", str(cfg)])
     cfg.write_text('epochs = = 3\n')
     with pytest.raises(SystemExit, match="not valid TOML"):
         run.main(["--config", str(cfg)])
+
+
+@pytest.mark.parametrize("model_table,message", [
+    ("guided_scael = 0.5", "unknown [model] key 'guided_scael' (known: num_points,"),
+    ("guided_scale = \"big\"", "guided_scale must be a number, got 'big'"),
+    ("pe = \"3d\"", "pe must be one of 'auto', 'none', '1d', '2d', got '3d'"),
+    ("adapter = 1", "adapter must be a bool, got 1"),
+])
+def test_bad_model_setting_fails_before_anything_is_built(tmp_path, model_table, message):
+    """The whole recipe is checked first: the data root does not exist, so reaching the dataset would say so."""
+    cfg = tmp_path / "r.toml"
+    cfg.write_text(f'dataset = "folder"\ndata_root = "{tmp_path / "nowhere"}"\n[model]\n{model_table}\n')
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, str(ROOT / "train/run.py"), "--config", str(cfg)], capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    elapsed = time.perf_counter() - t
+    assert proc.returncode != 0 and proc.stderr.count("\n") == 1, proc.stderr
+    assert message in proc.stderr and "nowhere" not in proc.stderr, proc.stderr
+    assert elapsed < 20, f"took {elapsed:.1f} s"
+    print(f"{model_table!r}: exit {proc.returncode} in {elapsed:.2f} s: {proc.stderr.strip()[:90]}")
 
 
 @pytest.mark.parametrize("variant,extra", [("linear_probe", []), ("from_scratch", []), ("any2point", ["--pe", "none"]),

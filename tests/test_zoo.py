@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import zoo
-from train.data.files import read_points
+from zoo.files import read_points
 from zoo.hub import EntryError
 from zoo.registry import DEFAULTS, ENTRIES, ModelUnavailable, load_artifact, load_model, save_model
+from zoo.specs import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNNY = ROOT / "examples" / "bunny.ply"
@@ -33,7 +34,7 @@ def test_list_models_reports_every_entry_and_why():
     by = {r["name"]: r for r in rows}
     for modality, name in DEFAULTS.items():
         assert by[name]["available"] and by[name]["default"] and by[name]["modality"] == modality
-    hub = [r for r in rows if not r["backbone"].startswith("packaged:")]
+    hub = [r for r in rows if parse(r["backbone"])[0] != "packaged"]
     assert hub and all(not r["available"] and r["reason"] for r in hub)  # offline here: listed, with the reason
     assert {r["modality"] for r in zoo.list_models("audio")} == {"audio"}
 
@@ -54,7 +55,7 @@ def test_packaged_entries_predict_offline(modality, bunny):
     assert set(probs) == set(m.labels) and abs(sum(probs.values()) - 1) < 1e-5
     logits = m(torch.as_tensor(bunny)[None, :1024])
     assert logits.shape == (1, len(m.labels)) and torch.isfinite(logits).all()
-    assert m.backbone_info["sha256"] and m.backbone_info["package"]
+    assert m.info.backbone["sha256"] and m.info.backbone["package"]
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +138,33 @@ def test_cli_list_and_info():
     bad = subprocess.run([sys.executable, "-m", "zoo", "info", "nope"], capture_output=True, text=True, env=env,
                          cwd=ROOT)
     assert bad.returncode == 2 and "no zoo entry" in bad.stderr
+
+
+REFERENCE_LOGITS = json.loads((ROOT / "tests/data/entry_logits.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE_LOGITS))
+def test_committed_entries_keep_their_logits(name):
+    """tests/data/entry_logits.json: each committed entry's logits on the example clouds, computed (one thread) with
+    the code before the typed-config refactor. A change that moves them is a change of the shipped models."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        m = load_model(name)
+        worst = 0.0
+        for example, ref in REFERENCE_LOGITS[name].items():
+            pts = torch.as_tensor(read_points(ROOT / "examples" / example, num_points=2048))[None]
+            with torch.no_grad():
+                worst = max(worst, (m(pts)[0] - torch.tensor(ref)).abs().max().item())
+    finally:
+        torch.set_num_threads(threads)
+    assert worst <= 1e-6, f"{name}: logits moved by {worst:.2e}"
+
+
+def test_untrained_recipe_labels_come_from_the_dataset_loader():
+    from train.data.scanobjectnn import CLASSES
+    from zoo.registry import entry_labels, get_entry
+    assert entry_labels(get_entry("any2point-audio-ast-scanobjectnn")) == tuple(CLASSES)
+    from train.data.sh3d import CLASSES as SH3D_CLASSES
+    for name in DEFAULTS.values():  # the shipped entries' artifacts and the SweetHome3D loader agree
+        assert entry_labels(get_entry(name)) == SH3D_CLASSES and "kitchen appliance" in SH3D_CLASSES

@@ -1,47 +1,10 @@
 """Tiny random backbones, one per family, built from configs (no downloads). Shared by the tests."""
 import torch
 
+from core.backbones import FAMILIES
 
-def tiny_timm():
-    import timm
-    # DINOv2-style: layer scale on, cls token, non-trivial 4x4 grid
-    return timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56, embed_dim=32,
-                             depth=2, num_heads=2, num_classes=0)
-
-
-def tiny_bert():
-    from transformers import BertConfig, BertModel
-    return BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                intermediate_size=64, max_position_embeddings=40, vocab_size=50),
-                     add_pooling_layer=False)
-
-
-def tiny_clip_text():
-    from transformers import CLIPTextConfig, CLIPTextModel
-    return CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                        num_attention_heads=2, max_position_embeddings=30, vocab_size=50))
-
-
-def tiny_whisper():
-    from transformers import WhisperConfig
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
-    enc = WhisperEncoder(WhisperConfig(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
-                                       max_source_positions=50, num_mel_bins=8))
-    with torch.no_grad():  # a non-degenerate table, as in the real (sinusoidal) model
-        enc.embed_positions.weight.normal_()
-    return enc
-
-
-def tiny_ast():
-    from transformers import ASTConfig, ASTModel
-    # 2 x 5 patch grid: non-square on purpose
-    return ASTModel(ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                              num_mel_bins=32, max_length=64, patch_size=16, frequency_stride=10, time_stride=10))
-
-
-TINY = {"timm-dinov2": tiny_timm, "bert": tiny_bert, "clip-text": tiny_clip_text, "whisper": tiny_whisper,
-        "ast": tiny_ast}
-
+# one tiny random library model per backbone family, from the family table itself (core/backbones/__init__.py)
+TINY = {f.key: f.tiny for f in FAMILIES if f.tiny is not None}
 
 def tiny_model(family="timm-dinov2", num_classes=3, **kw):
     from core import Any2Point

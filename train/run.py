@@ -19,7 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python train/ru
 
 import torch  # noqa: E402
 
-VARIANTS = ("any2point", "linear_probe", "from_scratch", "random_backbone")
+from core.config import PRESETS, Any2PointConfig, ConfigError, check_value, type_hints  # noqa: E402
+
+VARIANTS = tuple(PRESETS)
 
 
 @dataclasses.dataclass
@@ -30,8 +32,8 @@ class RunConfig:
     points: int = 1024
     backbone: str = "packaged:dinov2-s14"
     revision: str | None = None
-    variant: str = "any2point"  # any2point | linear_probe | from_scratch | random_backbone
-    model: dict = dataclasses.field(default_factory=dict)  # Any2Point keyword arguments
+    variant: str = "any2point"  # a key of core.config.PRESETS: any2point | linear_probe | from_scratch | ...
+    model: Any2PointConfig = dataclasses.field(default_factory=Any2PointConfig)  # the [model] table
     epochs: int = 300
     batch_size: int = 32
     lr: float = 5e-4
@@ -48,18 +50,36 @@ class RunConfig:
 
 
 def load_config(path):
-    """TOML: flat keys, optional [model] table of Any2Point kwargs."""
+    """TOML: flat RunConfig keys and an optional [model] table of Any2PointConfig settings -> a dict of checked
+    values (the [model] table already an Any2PointConfig). Any unknown key or wrong type exits with one line."""
     try:
         raw = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise SystemExit(f"error: config file not found: {path} (see train/configs/ for recipes)")
     except tomllib.TOMLDecodeError as err:
         raise SystemExit(f"error: {path} is not valid TOML: {err}")
-    known = {f.name for f in dataclasses.fields(RunConfig)}
-    unknown = sorted(set(raw) - known)
+    try:
+        return check_run_config(raw, where=str(path))
+    except ConfigError as err:
+        raise SystemExit(f"error: {path}: {err}")
+
+
+def check_run_config(raw, *, where="config"):
+    """{key: value} -> the same, every key known and every value of its type; [model] -> Any2PointConfig."""
+    fields = [f.name for f in dataclasses.fields(RunConfig)]
+    unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise SystemExit(f"error: unknown keys in {path}: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-    return raw
+        raise ConfigError(f"unknown key {unknown[0]!r} (known: {', '.join(fields)})")
+    hints, out = type_hints(RunConfig), {}
+    for key, value in raw.items():
+        if key == "model":
+            out[key] = value if isinstance(value, Any2PointConfig) else \
+                Any2PointConfig.from_dict(value, where="[model]")
+        else:
+            out[key] = check_value(key, value, hints[key])
+    if out.get("variant", "any2point") not in PRESETS:
+        raise ConfigError(f"variant must be one of {', '.join(PRESETS)}, got {out['variant']!r}")
+    return out
 
 
 def parse_args(argv=None):
@@ -75,10 +95,7 @@ def parse_args(argv=None):
     p.add_argument("--backbone", help="backbone spec: packaged:dinov2-s14 | packaged:minilm-l6 | "
                    "packaged:whisper-tiny-en | timm:<name> | hf-text:<repo> | hf-audio:<repo>")
     p.add_argument("--revision", help="40-hex Hub commit of the backbone (Hub specs)")
-    p.add_argument("--variant", choices=VARIANTS, help="any2point (default), or a baseline: linear_probe (frozen "
-                   "backbone, PE sampling, no adapters), from_scratch (same tokenizer, small random transformer), "
-                   "random_backbone (a control: Any2Point on the backbone's architecture with random weights, seeded "
-                   "by --seed, frozen)")
+    p.add_argument("--variant", choices=VARIANTS, help="; ".join(f"{k}: {v.help}" for k, v in PRESETS.items()))
     p.add_argument("--pe", choices=["auto", "none", "1d", "2d"], help="ablation: positional embedding projection")
     p.add_argument("--no-guided", action="store_true", help="ablation: turn the any-to-3D guided adapter off")
     p.add_argument("--epochs", type=int, help="number of epochs (paper: 300)")
@@ -97,20 +114,28 @@ def parse_args(argv=None):
 
 
 def resolve(args):
+    """Defaults < the config file < flags -> a checked RunConfig (nothing is built yet)."""
     cfg = load_config(args.config) if args.config else {}
-    cfg = {**dataclasses.asdict(RunConfig()), **cfg}
     for key in ("dataset", "data_root", "variant_data", "backbone", "revision", "variant", "epochs", "batch_size",
                 "lr", "points", "seed", "votes", "limit_batches", "mixed_precision", "output_dir", "name",
                 "push_to_hub"):
         value = getattr(args, key, None)
         if value is not None:
             cfg[key] = value
-    cfg["model"] = dict(cfg["model"])
+    model = cfg.get("model", Any2PointConfig())
     if args.pe:
-        cfg["model"]["pe"] = args.pe
+        model = model.replace(pe=args.pe)
     if args.no_guided:
-        cfg["model"]["guided"] = False
-    return RunConfig(**cfg)
+        model = model.replace(guided=False)
+    try:
+        return RunConfig(**check_run_config({**cfg, "model": model}, where="flags"))
+    except ConfigError as err:
+        raise SystemExit(f"error: {err}")
+
+
+def run_config_dict(cfg):
+    """The run's JSON record: RunConfig fields with the model settings as their saved dict."""
+    return {**dataclasses.asdict(cfg), "model": cfg.model.to_dict()}
 
 
 def build_datasets(cfg):
@@ -141,25 +166,21 @@ def build_datasets(cfg):
 
 
 def build_model(cfg, labels):
-    """-> (Any2Point, backbone info). Baselines are the same class with other switches."""
+    """-> (Any2Point, backbone info). Baselines and controls are presets (core.config.PRESETS) over the recipe."""
     from core import Any2Point
     from zoo import build_backbone
-    kwargs = dict(cfg.model, num_points=cfg.points)
-    if cfg.variant == "from_scratch":
-        probe, info = build_backbone(cfg.backbone, cfg.revision)  # to know its positional kind and modality
-        spec = f"scratch:{probe.pos_kind}"
-        backbone, _ = build_backbone(spec)
-        info = dict(spec=spec, revision=None, sha256=None, modality=probe.modality, compared_with=info.get("spec"))
-        kwargs.update(freeze_backbone=False, adapter=False, guided=False)
-    else:
-        backbone, info = build_backbone(cfg.backbone, cfg.revision)
-        if cfg.variant == "linear_probe":
-            kwargs.update(adapter=False, guided=False)
-        if cfg.variant == "random_backbone":
-            from zoo.registry import randomized
-            info = randomized(backbone, info, cfg.seed)
+    preset = PRESETS[cfg.variant]
+    config = preset.apply(cfg.model.replace(num_points=cfg.points))
+    backbone, info = build_backbone(cfg.backbone, cfg.revision)
+    if preset.backbone == "scratch":  # a small random transformer of the same positional kind, trained whole
+        spec = f"scratch:{backbone.pos_kind}"
+        modality, backbone = backbone.modality, build_backbone(spec)[0]
+        info = dict(spec=spec, revision=None, sha256=None, modality=modality, compared_with=info.get("spec"))
+    elif preset.backbone == "random":
+        from zoo.registry import randomized
+        info = randomized(backbone, info, cfg.seed)
     torch.manual_seed(cfg.seed)
-    return Any2Point(backbone, len(labels), labels=labels, **kwargs), info
+    return Any2Point(backbone, len(labels), labels=labels, config=config), info
 
 
 def export_entry(cfg, model, info, result, datasets, out_dir):
@@ -192,9 +213,7 @@ def export_entry(cfg, model, info, result, datasets, out_dir):
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = resolve(args)
-    if cfg.variant not in VARIANTS:
-        raise SystemExit(f"error: variant must be one of {', '.join(VARIANTS)}, got {cfg.variant!r}")
+    cfg = resolve(args)  # the whole recipe is checked here, before any dataset or backbone is built
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -215,7 +234,7 @@ def main(argv=None):
         raise SystemExit(f"error: {out} already holds a run; pass --resume to continue it or choose another "
                          "--output-dir")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "run_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    (out / "run_config.json").write_text(json.dumps(run_config_dict(cfg), indent=2))
     try:
         result = fit(model, datasets, out_dir=out, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                      weight_decay=cfg.weight_decay, warmup_epochs=min(cfg.warmup_epochs, max(0, cfg.epochs - 1)),

@@ -3,7 +3,7 @@ import argparse
 import json
 import sys
 
-from zoo.registry import get_entry, list_models, status
+from zoo.registry import entry_labels, get_entry, list_models, status
 
 
 def main(argv=None):
@@ -35,7 +35,8 @@ def main(argv=None):
         print(err.args[0], file=sys.stderr)
         return 2
     available, trained, reason = status(e)
-    out = dict(vars(e), labels=list(e.labels), available=available, trained=trained, reason=reason)
+    out = dict(vars(e), model=e.model.to_dict(), labels=list(entry_labels(e)), available=available, trained=trained,
+               reason=reason)
     from zoo.registry import _local_artifact
     folder = _local_artifact(e)
     if folder:

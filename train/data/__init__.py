@@ -1,15 +1,14 @@
 """Point-cloud file readers and datasets. Every dataset yields (points float32 tensor (N, 3), label int) and has
 `labels` (class names) and `targets` (int array).
 
-Names are imported lazily: `python -m train.data.sh3d` must not find its module pre-imported, and the app's
-`read_points` should not pay for torch/h5py imports it does not need.
+Point files are read by `zoo.read_points` (zoo/files.py). Names are imported lazily: `python -m train.data.sh3d`
+must not find its module pre-imported.
 """
 
 import importlib
 
 _HOME = {
-    "SUPPORTED_EXTENSIONS": "files", "DatasetError": "files", "PointCloudError": "files", "read_points": "files",
-    "write_points": "files", "MeshFolder": "folder", "ModelNet40": "modelnet40", "ScanObjectNN": "scanobjectnn",
+    "DatasetError": "errors", "MeshFolder": "folder", "ModelNet40": "modelnet40", "ScanObjectNN": "scanobjectnn",
     "SH3D": "sh3d",
 }
 _DATASETS = {"scanobjectnn": "ScanObjectNN", "modelnet40": "ModelNet40", "folder": "MeshFolder", "sh3d": "SH3D"}

@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .files import SUPPORTED_EXTENSIONS, DatasetError, read_points
+from zoo.files import SUPPORTED_EXTENSIONS, read_points
+
+from .errors import DatasetError
 
 SPLITS = ("train", "val", "test")
 

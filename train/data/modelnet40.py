@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .files import DatasetError
+from .errors import DatasetError
 from .scanobjectnn import load_h5
 
 RESAMPLED, HDF5 = "modelnet40_normal_resampled", "modelnet40_ply_hdf5_2048"

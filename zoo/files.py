@@ -1,6 +1,6 @@
 """Read any common point-cloud or mesh file into an (N, 3) float32 array.
 
-Used by the app for uploads and by the folder dataset, so every failure becomes a `PointCloudError` whose message
+Used by the app for uploads, the `python -m zoo` CLI and the datasets (`zoo.read_points`), so every failure becomes a `PointCloudError` whose message
 is one sentence a user can act on; the original exception stays chained for debugging.
 """
 
@@ -22,10 +22,6 @@ _PCD_TYPES = {"F": "f", "I": "i", "U": "u"}
 
 class PointCloudError(ValueError):
     """A file could not be turned into a point cloud; the message says why in one sentence."""
-
-
-class DatasetError(FileNotFoundError):
-    """A dataset is missing or malformed; the message says what is missing and what to do."""
 
 
 def read_points(path, *, num_points: int = 2048, seed: int = 0, max_points: int = 200_000,
