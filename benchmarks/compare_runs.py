@@ -1,17 +1,21 @@
 """Does Any2Point beat its baselines on the test split by more than the noise? A paired comparison per test model.
 
-    python benchmarks/compare_runs.py [--runs-dir runs/sh3d] [--boot 10000] [--readme README.md]
+    python benchmarks/compare_runs.py [--benchmark sh3d|kicad33] [--runs-dir runs/<benchmark>] [--boot 10000]
+                                      [--readme README.md] [--block NAME]
 
-For every finished run of the SH3D suite (all seeds) it reloads the run's entry (`<run>/entry`, the best-on-val
+For every finished run of the suite (all seeds and folds) it reloads the run's entry (`<run>/entry`, the best-on-val
 checkpoint), predicts the test split once (no voting) and checks that the accuracy equals the run's result.json.
-Then, per backbone, Any2Point minus the linear probe and minus from scratch: each test model's correctness is
-averaged over the seeds a method has, the difference of the two methods is averaged over the test models, and a
-95% interval comes from a paired bootstrap over test models (both methods see the same resampled models). An
-interval that contains 0 means this benchmark cannot tell the two apart. With --readme the table replaces the block
-between <!-- comparison:start --> and <!-- comparison:end -->.
+Then, per backbone, Any2Point minus the linear probe, minus from scratch and minus the random-backbone control: each
+test model's correctness is averaged over the seeds a method has, cross-validation folds are pooled (each fold tests
+other models: over 5 folds every model once), the difference of the two methods is averaged over the test models,
+and a 95% interval comes from a paired bootstrap over *groups* (both methods see the same resampled groups): the
+families on kicad33 (parametric variants of one design are not independent), the models on SweetHome3D. An interval
+that contains 0 means this benchmark cannot tell the two apart. Every table states its resolution (test models,
+groups, the intervals' half-width). With --readme the table replaces the block between <!-- comparison:start -->
+and <!-- comparison:end --> (or --block's).
 
-Every re-evaluated run is kept as one small record, `benchmarks/results/sh3d/<run>.json` (its result.json, run
-config, the entry's model settings and the per-test-model correctness, a few KB, committed): the runs' folders are
+Every re-evaluated run is kept as one small record, `benchmarks/results/<benchmark>/<run>.json` (its result.json, run
+config, the entry's model settings and the per-test-model correctness and group, committed): the runs' folders are
 gigabytes and do not outlive a machine, the records do, and this script and results_table.py read them where a run's
 folder is gone (`--records`). A shipped entry (`zoo/checkpoints/<name>`) stands in for the first-seed Any2Point run
 when that run's folder is absent: it is re-evaluated the same way and checked against the metrics it records.
@@ -34,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_table import update_block  # noqa: E402
-from sh3d_suite import BACKBONES  # noqa: E402
+from suite import BACKBONES  # noqa: E402
 
 METHODS = {"any2point": "Any2Point", "linear_probe": "linear probe", "from_scratch": "from scratch",
            "random_backbone": "random frozen backbone (control)"}
@@ -42,7 +46,8 @@ METHODS = {"any2point": "Any2Point", "linear_probe": "linear probe", "from_scrat
 
 @torch.no_grad()
 def test_correct(run_dir, batch=16, checkpoint="best", entry=None, cfg=None):
-    """-> (per-test-model correctness as 0/1 floats, accuracy recorded in result.json, the model). checkpoint:
+    """-> (per-test-model correctness as 0/1 floats, accuracy recorded in result.json, the model, each test model's
+    bootstrap group: its family on kicad33, itself elsewhere). checkpoint:
     "best" (the entry, best on val) or "last" (the last epoch's trainable state, from the resume checkpoint).
     `entry` and `cfg` (a run config dict) replace `<run_dir>/entry` and its run_config.json (shipped entries)."""
     from train.run import RunConfig, build_datasets, check_run_config
@@ -51,6 +56,7 @@ def test_correct(run_dir, batch=16, checkpoint="best", entry=None, cfg=None):
     known = {f.name for f in dataclasses.fields(RunConfig)}
     cfg = RunConfig(**check_run_config({k: v for k, v in cfg.items() if k in known}))
     test = build_datasets(cfg)[0]["test"]
+    groups = [str(g) for g in getattr(test, "groups", range(len(test)))]
     model = load_artifact(entry or run_dir / "entry")
     if checkpoint == "last":
         model.load_trainable_state_dict(torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)["model"])
@@ -61,7 +67,7 @@ def test_correct(run_dir, batch=16, checkpoint="best", entry=None, cfg=None):
         correct.append((pred == torch.tensor(y)).float())
     recorded = json.loads((entry / "config.json").read_text())["metrics"]["test_acc"] if entry else \
         json.loads((run_dir / "result.json").read_text())["test_acc"]
-    return torch.cat(correct).numpy(), recorded, model
+    return torch.cat(correct).numpy(), recorded, model, groups
 
 
 def shipped_run(name, data_root="data/sh3d"):
@@ -78,27 +84,43 @@ def shipped_run(name, data_root="data/sh3d"):
     return entry, cfg, result
 
 
-def write_record(records, name, cfg, result, entry_config, correct):
+def write_record(records, name, cfg, result, entry_config, correct, groups=None):
     """One run's small, lasting record (see the module docstring)."""
     records = Path(records)
     records.mkdir(parents=True, exist_ok=True)
     rec = dict(run=name, run_config=cfg, result=result,
                entry={k: entry_config.get(k) for k in ("modality", "variant", "model")},
                test_correct=[int(v) for v in correct])
+    if groups is not None and list(groups) != [str(i) for i in range(len(correct))]:
+        rec["test_groups"] = list(groups)
     (records / f"{name}.json").write_text(json.dumps(rec, indent=1) + "\n")
 
 
 def parse_run(name):
     """Suite run name -> (backbone, method), or None for ablations and other runs."""
-    m = re.fullmatch(r"(?:any2point-\w+?-(\w+)-sh3d|(?:baseline|control)-(linear-probe|from-scratch|random-backbone)"
-                     r"-(\w+?))(?:-seed\d+)?", name)
+    m = re.fullmatch(r"(?:any2point-\w+?-(\w+)-(?:sh3d|kicad33)|(?:baseline|control)-"
+                     r"(linear-probe|from-scratch|random-backbone)-(\w+?))(?:-seed\d+)?(?:-fold\d+)?", name)
     if not m:
         return None
     return (m.group(1), "any2point") if m.group(1) else (m.group(3), m.group(2).replace("-", "_"))
 
 
-def collect(runs_dir, checkpoint="best", records=None, shipped=True):
-    """-> {(backbone short name, method): [per-seed correctness arrays]} for the suite's main runs: the finished
+def run_fold(name):
+    """The cross-validation round of a suite run (`...-fold<k>`), or None for the fixed split."""
+    m = re.search(r"-fold(\d+)$", name)
+    return int(m.group(1)) if m else None
+
+
+@dataclasses.dataclass
+class Tested:
+    """One run's test outcome: which test models it got right (0/1), their bootstrap groups, its fold."""
+    correct: np.ndarray
+    groups: list
+    fold: int | None = None
+
+
+def collect(runs_dir, checkpoint="best", records=None, shipped=True, benchmark="sh3d"):
+    """-> {(backbone short name, method): [Tested, one per seed and fold]} for the suite's main runs: the finished
     runs under runs_dir (re-evaluated; each leaves a record in `records`), the shipped entries for absent
     first-seed Any2Point runs, and (best checkpoint only) the kept records of runs whose folders are gone."""
     out, seen = {}, set()
@@ -106,8 +128,8 @@ def collect(runs_dir, checkpoint="best", records=None, shipped=True):
             if (r.parent / "entry" / "config.json").exists()]
     if shipped and checkpoint == "best":
         for short, modality in BACKBONES.items():
-            name = f"any2point-{modality}-{short}-sh3d"
-            got = shipped_run(name, data_root=str(ROOT / "data" / "sh3d")) \
+            name = f"any2point-{modality}-{short}-{benchmark}"
+            got = shipped_run(name, data_root=str(ROOT / "data" / benchmark)) \
                 if not (Path(runs_dir) / name / "result.json").exists() else None
             if got:
                 todo.append((name, None, *got))
@@ -115,7 +137,7 @@ def collect(runs_dir, checkpoint="best", records=None, shipped=True):
         parsed = parse_run(name)
         if not parsed:
             continue  # ablations
-        correct, recorded, model = test_correct(run, checkpoint=checkpoint, entry=entry, cfg=cfg)
+        correct, recorded, model, groups = test_correct(run, checkpoint=checkpoint, entry=entry, cfg=cfg)
         if checkpoint == "best" and abs(correct.mean() - recorded) > 1e-6:
             raise SystemExit(f"{name}: re-evaluated test accuracy {correct.mean():.4f} != its record "
                              f"{recorded:.4f}; the entry is not the checkpoint the run reported")
@@ -124,55 +146,94 @@ def collect(runs_dir, checkpoint="best", records=None, shipped=True):
             result.setdefault("trainable_parameters", model.num_trainable())
             cfg = cfg or json.loads((run / "run_config.json").read_text())
             write_record(records, name, cfg, result, json.loads(((entry or run / "entry") / "config.json")
-                                                                .read_text()), correct)
-        out.setdefault(parsed, []).append(correct)
+                                                                .read_text()), correct, groups)
+        out.setdefault(parsed, []).append(Tested(correct, groups, run_fold(name)))
         seen.add(name)
     for rec in sorted(Path(records).glob("*.json")) if records and checkpoint == "best" else []:
         r = json.loads(rec.read_text())
         parsed = parse_run(r["run"])
         if parsed and r["run"] not in seen:
-            out.setdefault(parsed, []).append(np.asarray(r["test_correct"], dtype=float))
+            correct = np.asarray(r["test_correct"], dtype=float)
+            groups = r.get("test_groups") or [str(i) for i in range(len(correct))]
+            out.setdefault(parsed, []).append(Tested(correct, groups, run_fold(r["run"])))
     return out
 
 
-def compare(a, b, boot=10000, seed=0):
-    """a, b: lists of per-seed correctness arrays over the same test models -> (acc a, acc b, diff, lo, hi)."""
+def pool(a, b):
+    """Two methods' runs -> (per-seed arrays of A, of B, groups) over the test models both have: seeds averaged
+    within a fold, folds (disjoint test sets) concatenated; a fold only one method has is left out."""
+    folds = sorted({t.fold for t in a} & {t.fold for t in b}, key=lambda f: -1 if f is None else f)
+    ca, cb, groups = [], [], []
+    for f in folds:
+        ta, tb = [t for t in a if t.fold == f], [t for t in b if t.fold == f]
+        ca.append(np.mean([t.correct for t in ta], axis=0))
+        cb.append(np.mean([t.correct for t in tb], axis=0))
+        groups += [f"{f}:{g}" for g in ta[0].groups]
+    return [np.concatenate(ca)], [np.concatenate(cb)], groups
+
+
+def compare(a, b, boot=10000, seed=0, groups=None):
+    """a, b: lists of per-seed correctness arrays over the same test models -> (acc a, acc b, diff, lo, hi).
+
+    The interval is a paired bootstrap over `groups` (one label per test model; default: each model its own):
+    whole groups are resampled, and the difference is the mean over the resampled groups' models."""
     ca, cb = np.mean(a, axis=0), np.mean(b, axis=0)  # per test model, averaged over seeds
     d = ca - cb
-    idx = np.random.default_rng(seed).integers(0, len(d), size=(boot, len(d)))
-    lo, hi = np.percentile(d[idx].mean(axis=1), [2.5, 97.5])
+    if groups is None:
+        groups = np.arange(len(d))
+    _, gid = np.unique(np.asarray(groups), return_inverse=True)
+    sums, counts = np.bincount(gid, weights=d), np.bincount(gid).astype(float)  # per group
+    idx = np.random.default_rng(seed).integers(0, len(sums), size=(boot, len(sums)))
+    lo, hi = np.percentile(sums[idx].sum(axis=1) / counts[idx].sum(axis=1), [2.5, 97.5])
     return ca.mean(), cb.mean(), d.mean(), lo, hi
 
 
 def table(results, boot=10000):
-    lines = ["| backbone | Any2Point vs | seeds (A2P / baseline) | Any2Point test acc | baseline test acc | "
-             "difference | 95% interval (paired bootstrap over test models) |", "|---|---|---|---|---|---|---|"]
+    """The comparison table; its last line states the resolution (test models, groups, interval half-width)."""
+    lines = ["| backbone | Any2Point vs | runs (A2P / baseline) | Any2Point test acc | baseline test acc | "
+             "difference | 95% interval (paired bootstrap over groups) | excludes 0 |",
+             "|---|---|---|---|---|---|---|---|"]
+    sizes, widths = set(), []
     for backbone in sorted({k[0] for k in results}):
         a2p = results.get((backbone, "any2point"))
         for method in ("linear_probe", "from_scratch", "random_backbone"):
             base = results.get((backbone, method))
             if not a2p or not base:
                 continue
-            acc_a, acc_b, d, lo, hi = compare(a2p, base, boot)
+            pa, pb, groups = pool(a2p, base)
+            if not groups:
+                continue
+            acc_a, acc_b, d, lo, hi = compare(pa, pb, boot, groups=groups)
+            sizes.add((len(groups), len(set(groups))))
+            widths.append((hi - lo) / 2)
+            verdict = "yes: Any2Point ahead" if lo > 0 else "yes: baseline ahead" if hi < 0 else "no"
             lines.append(f"| {backbone} | {METHODS[method]} | {len(a2p)} / {len(base)} | {acc_a:.1%} | {acc_b:.1%} | "
-                         f"{d * 100:+.1f} | [{lo * 100:+.1f}, {hi * 100:+.1f}] |")
+                         f"{d * 100:+.1f} | [{lo * 100:+.1f}, {hi * 100:+.1f}] | {verdict} |")
+    if widths:
+        n = ", ".join(f"{m:,} test models in {g:,} groups" for m, g in sorted(sizes))
+        lines += ["", f"Resolution: {n}; 95% interval half-width {min(widths) * 100:.1f}–{max(widths) * 100:.1f} "
+                      "points (median " f"{np.median(widths) * 100:.1f})."]
     return "\n".join(lines)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs-dir", default=str(ROOT / "runs/sh3d"))
+    p.add_argument("--benchmark", default="sh3d", choices=["sh3d", "kicad33"])
+    p.add_argument("--runs-dir", help="default: runs/<benchmark>")
     p.add_argument("--boot", type=int, default=10000, help="bootstrap resamples")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best",
                    help="best: each run's entry (best epoch on val, the protocol); last: its last epoch")
-    p.add_argument("--records", default=str(ROOT / "benchmarks/results/sh3d"),
-                   help="where each run's lasting record is written and read ('' = neither)")
+    p.add_argument("--records", help="where each run's lasting record is written and read ('' = neither; default "
+                   "benchmarks/results/<benchmark>)")
     p.add_argument("--no-shipped", action="store_true",
                    help="do not stand the shipped entries in for absent first-seed Any2Point runs")
     p.add_argument("--readme", help="update this file's comparison block")
     p.add_argument("--block", help="the README block's name (default: comparison, or comparison-last)")
     a = p.parse_args(argv)
-    results = collect(a.runs_dir, a.checkpoint, records=a.records or None, shipped=not a.no_shipped)
+    a.runs_dir = a.runs_dir or str(ROOT / "runs" / a.benchmark)
+    a.records = str(ROOT / "benchmarks/results" / a.benchmark) if a.records is None else a.records
+    results = collect(a.runs_dir, a.checkpoint, records=a.records or None, shipped=not a.no_shipped,
+                      benchmark=a.benchmark)
     if not results:
         raise SystemExit(f"no finished suite runs with entries under {a.runs_dir}")
     md = table(results, a.boot)

@@ -1,10 +1,10 @@
 """Build the SweetHome3D results table from the runs' logs (never typed by hand).
 
-    python benchmarks/results_table.py [--runs-dir runs/sh3d] [--readme README.md]
+    python benchmarks/results_table.py [--benchmark sh3d|kicad33] [--runs-dir runs/<benchmark>] [--readme README.md]
 
 Reads each run's result.json (written by train/run.py at the end) and prints a markdown table; with --readme it
 replaces the block between <!-- results:start --> and <!-- results:end --> in that file. Runs of one recipe at
-several seeds (`<run>`, `<run>-seed1`, ...; see benchmarks/sh3d_suite.py --seeds) make one row: the mean, and the
+several seeds (`<run>`, `<run>-seed1`, ...; see benchmarks/suite.py --seeds) make one row: the mean, and the
 standard deviation over seeds after a ±.
 """
 import argparse
@@ -69,7 +69,7 @@ def rows(runs_dir, records=None):
                         method=describe(name, {**cfg, "variant": entry.get("variant", cfg.get("variant"))}),
                         acc=r["test_acc"], vote=r["test_acc_vote"], mca=r["test_mean_class_acc"],
                         val=r["val_acc"], params=r["trainable_parameters"], minutes=r["train_seconds"] / 60,
-                        epochs=r["epochs"], cps=r["clouds_per_s"]))
+                        epochs=r["epochs"], cps=r["clouds_per_s"], votes=r.get("votes")))
     order = {"vision": 0, "language": 1, "audio": 2}
     main = lambda x: x["method"].startswith("Any2Point") and "ablation" not in x["method"]  # noqa: E731
     return sorted(out, key=lambda x: (order.get(x["modality"], 3), not main(x), x["method"], x["run"]))
@@ -79,10 +79,10 @@ METRICS = ("acc", "vote", "mca", "val", "minutes")
 
 
 def by_recipe(rs):
-    """Rows of one recipe at several seeds -> one row with lists of values (in first-seen order)."""
+    """Rows of one recipe at several seeds or folds -> one row with lists of values (in first-seen order)."""
     groups = {}
     for x in rs:
-        key = re.sub(r"-seed\d+$", "", x["run"])
+        key = re.sub(r"(-seed\d+)?(-fold\d+)?$", "", x["run"])
         g = groups.setdefault(key, dict(x, run=key, seeds=0, **{m: [] for m in METRICS}))
         g["seeds"] += 1
         for m in METRICS:
@@ -100,8 +100,10 @@ def cell(values, pct=True):
 
 
 def table(rs):
-    lines = ["| backbone | method | test acc | test acc (10-vote) | mean class acc | val acc | trainable params "
-             "| train time (min, CPU) | seeds |", "|---|---|---|---|---|---|---|---|---|"]
+    votes = sorted({x.get("votes") or 10 for x in rs})
+    lines = [f"| backbone | method | test acc | test acc ({'/'.join(map(str, votes))}-vote) | mean class acc | val acc "
+             "| trainable params | train time (min, CPU) | runs (seeds × folds) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for x in by_recipe(rs):
         lines.append(f"| {x['backbone']} ({x['modality']}) | {x['method']} | {cell(x['acc'])} | {cell(x['vote'])} | "
                      f"{cell(x['mca'])} | {cell(x['val'])} | {x['params']:,} | {cell(x['minutes'], pct=False)} | "
@@ -111,12 +113,15 @@ def table(rs):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs-dir", default=str(ROOT / "runs/sh3d"))
-    p.add_argument("--records", default=str(ROOT / "benchmarks/results/sh3d"),
-                   help="kept run records (benchmarks/compare_runs.py) for runs whose folders are gone; '' = none")
+    p.add_argument("--benchmark", default="sh3d", choices=["sh3d", "kicad33"])
+    p.add_argument("--runs-dir", help="default: runs/<benchmark>")
+    p.add_argument("--records", help="kept run records (benchmarks/compare_runs.py) for runs whose folders are gone; "
+                   "'' = none; default benchmarks/results/<benchmark>")
     p.add_argument("--readme", help="update this file's results block")
     p.add_argument("--block", default="results", help="the README block's name")
     a = p.parse_args(argv)
+    a.runs_dir = a.runs_dir or str(ROOT / "runs" / a.benchmark)
+    a.records = str(ROOT / "benchmarks/results" / a.benchmark) if a.records is None else a.records
     rs = rows(a.runs_dir, a.records or None)
     if not rs:
         raise SystemExit(f"no finished runs (result.json) under {a.runs_dir}")

@@ -1,7 +1,6 @@
 """The benchmark scripts run and print the tables they promise: speed (--quick), overhead, the results table built
 from training runs (and the README block it rewrites), and the app load test (on a stand-in app, and on the real
 app when it has a /predict endpoint)."""
-import dataclasses
 import json
 import os
 import re
@@ -141,15 +140,15 @@ RUNS = [  # run name, backbone spec, modality, variant, model switches, metrics
 def fake_run(runs_dir, name, spec, modality, variant, switches, acc):
     """What train/run.py leaves in a finished run's folder: run_config.json, result.json and entry/ (written by
     zoo.registry.save_model, here from a tiny random model instead of the real backbone)."""
-    from core import Any2Point
-    from train.run import RunConfig
+    from core import Any2Point, Any2PointConfig
+    from train.run import RunConfig, run_config_dict
     from zoo import build_backbone
     from zoo.registry import save_model
     out = runs_dir / name
     out.mkdir(parents=True)
-    cfg = RunConfig(dataset="sh3d", backbone=spec, variant=variant, model=dict(switches), epochs=50,
+    cfg = RunConfig(dataset="sh3d", backbone=spec, variant=variant, model=Any2PointConfig(**switches), epochs=50,
                     output_dir=str(out))
-    (out / "run_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
+    (out / "run_config.json").write_text(json.dumps(run_config_dict(cfg), indent=2))
     backbone, info = build_backbone("scratch:2d")
     model = Any2Point(backbone, 3, labels=["a", "b", "c"], num_tokens=8, **switches)
     info = dict(info, spec=spec, modality=modality)
@@ -272,9 +271,9 @@ def test_app_load_on_the_real_app(tmp_path):
     assert all(number(c) > 0 for c in rows[0][3:])
 
 
-# --- sh3d_suite.py ----------------------------------------------------------------------------------------------
+# --- suite.py ----------------------------------------------------------------------------------------------
 def test_sh3d_suite_plan_seeds_and_install(tmp_path, capsys, monkeypatch):
-    import sh3d_suite
+    import suite as sh3d_suite
     plan = sh3d_suite.runs("whisper", seeds=(0, 1))
     names = [n for n, _, _ in plan]
     assert len(names) == len(set(names)) == 9 + 3 + 9
@@ -332,9 +331,33 @@ def test_compare_runs_names_and_paired_bootstrap():
     # one model's difference among 60 cannot be told from noise
     _, _, d, lo, hi = compare_runs.compare([np.r_[1.0, np.zeros(59)]], [np.zeros(60)], boot=2000)
     assert lo <= 0 < d <= hi
-    md = compare_runs.table({("minilm", "any2point"): better, ("minilm", "linear_probe"): worse}, boot=500)
-    head, rows = table(md, "")
+    groups = [str(i) for i in range(60)]
+    md = compare_runs.table({("minilm", "any2point"): [compare_runs.Tested(better[0], groups)],
+                             ("minilm", "linear_probe"): [compare_runs.Tested(worse[0], groups)]}, boot=500)
+    head, rows = table(md.split("\n\n")[0], "")
     assert head[1] == "Any2Point vs" and rows[0][:6] == ["minilm", "linear probe", "1 / 1", "83.3%", "50.0%", "+33.3"]
+    assert rows[0][7] == "yes: Any2Point ahead" and "Resolution: 60 test models in 60 groups" in md
+
+
+def test_paired_bootstrap_over_groups_and_pooled_folds():
+    """Correlated models (one family) must widen the interval: 6 families of 10 identical outcomes carry the
+    information of 6 models, not 60. Folds pool into one comparison over all their test models."""
+    import numpy as np
+    import compare_runs
+    rng = np.random.default_rng(1)
+    fam = rng.integers(0, 2, 6).astype(float)
+    a, b = [np.repeat(fam, 10)], [np.repeat(1 - fam, 10)]
+    by_model = compare_runs.compare(a, b, boot=4000)
+    by_family = compare_runs.compare(a, b, boot=4000, groups=np.repeat(np.arange(6), 10))
+    assert by_model[2] == by_family[2]
+    assert (by_family[4] - by_family[3]) > 2 * (by_model[4] - by_model[3])
+    T = compare_runs.Tested
+    runs_a = [T(np.ones(4), list("abcd"), 0), T(np.zeros(3), list("efg"), 1), T(np.ones(2), list("hi"), 2)]
+    runs_b = [T(np.zeros(4), list("abcd"), 0), T(np.zeros(3), list("efg"), 1)]  # fold 2 missing: left out
+    pa, pb, groups = compare_runs.pool(runs_a, runs_b)
+    assert pa[0].tolist() == [1, 1, 1, 1, 0, 0, 0] and pb[0].sum() == 0 and groups[4] == "1:e"
+    assert compare_runs.run_fold("baseline-linear-probe-minilm-seed1-fold3") == 3
+    assert compare_runs.parse_run("any2point-audio-whisper-kicad33-fold2") == ("whisper", "any2point")
 
 
 def test_run_records_outlive_the_runs(tmp_path):
@@ -357,5 +380,6 @@ def test_run_records_outlive_the_runs(tmp_path):
     assert results_table.rows(runs) == [] and results_table.rows(runs, records) == from_runs
     assert from_runs[0]["method"] == "linear probe (frozen, PE on, no adapters)" and from_runs[0]["acc"] == 0.60
     got = compare_runs.collect(runs, records=records, shipped=False)
-    assert list(got) == [("minilm", "linear_probe")] and np.array_equal(got[("minilm", "linear_probe")][0], correct)
+    assert list(got) == [("minilm", "linear_probe")]
+    assert np.array_equal(got[("minilm", "linear_probe")][0].correct, correct)
     assert compare_runs.collect(runs, records=None, shipped=False) == {}

@@ -233,10 +233,11 @@ def test_compare_runs_reevaluates_best_and_last_checkpoints(tmp_path, meshes):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     import compare_runs
     out, result = train(tmp_path, "--dataset", "folder", "--data-root", str(meshes), "--epochs", "3")
-    best, recorded, model = compare_runs.test_correct(out)
+    best, recorded, model, groups = compare_runs.test_correct(out)
     assert model.num_trainable() == result["trainable_parameters"]
     assert best.shape == (4,) and recorded == result["test_acc"] and abs(best.mean() - recorded) < 1e-6
-    last, _, _ = compare_runs.test_correct(out, checkpoint="last")
+    assert groups == ["0", "1", "2", "3"]  # a folder dataset has no families: each test model is its own group
+    last, _, _, _ = compare_runs.test_correct(out, checkpoint="last")
     assert last.shape == (4,) and set(np.unique(last).tolist()) <= {0.0, 1.0}
     (out / "last.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(Exception):

@@ -26,8 +26,9 @@ VARIANTS = tuple(PRESETS)
 
 @dataclasses.dataclass
 class RunConfig:
-    dataset: str = "sh3d"  # scanobjectnn | modelnet40 | folder | sh3d
+    dataset: str = "sh3d"  # scanobjectnn | modelnet40 | folder | sh3d | kicad33
     data_root: str = "data/sh3d"
+    fold: int | None = None  # sh3d / kicad33: cross-validation round k (test fold k, val fold k+1); None: default split
     variant_data: str = "PB_T50_RS"  # ScanObjectNN variant, or ModelNet40 format (auto | resampled | hdf5)
     points: int = 1024
     backbone: str = "packaged:dinov2-s14"
@@ -86,8 +87,11 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python train/run.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="TOML recipe (train/configs/*.toml); flags below override it")
-    p.add_argument("--dataset", choices=["scanobjectnn", "modelnet40", "folder", "sh3d"],
-                   help="dataset kind (default sh3d: the offline SweetHome3D benchmark)")
+    p.add_argument("--dataset", choices=["scanobjectnn", "modelnet40", "folder", "sh3d", "kicad33"],
+                   help="dataset kind (default sh3d: the offline SweetHome3D benchmark; kicad33: the offline "
+                   "electronic-component benchmark, python -m train.data.kicad)")
+    p.add_argument("--fold", type=int, help="sh3d / kicad33: 5-fold cross-validation round 0..4 (test = fold k, "
+                   "val = fold k+1, train = the rest); default: the benchmark's fixed split")
     p.add_argument("--data-root", help="dataset folder (ScanObjectNN: containing main_split/; ModelNet40: containing "
                    "modelnet40_normal_resampled/ or modelnet40_ply_hdf5_2048/; folder: one sub-folder per class; "
                    "sh3d: the output of python -m train.data.sh3d)")
@@ -116,8 +120,8 @@ def parse_args(argv=None):
 def resolve(args):
     """Defaults < the config file < flags -> a checked RunConfig (nothing is built yet)."""
     cfg = load_config(args.config) if args.config else {}
-    for key in ("dataset", "data_root", "variant_data", "backbone", "revision", "variant", "epochs", "batch_size",
-                "lr", "points", "seed", "votes", "limit_batches", "mixed_precision", "output_dir", "name",
+    for key in ("dataset", "data_root", "fold", "variant_data", "backbone", "revision", "variant", "epochs",
+                "batch_size", "lr", "points", "seed", "votes", "limit_batches", "mixed_precision", "output_dir", "name",
                 "push_to_hub"):
         value = getattr(args, key, None)
         if value is not None:
@@ -138,6 +142,9 @@ def run_config_dict(cfg):
     return {**dataclasses.asdict(cfg), "model": cfg.model.to_dict()}
 
 
+FOLDED = ("sh3d", "kicad33")  # the built benchmarks: a default split and 5 cross-validation folds
+
+
 def build_datasets(cfg):
     """-> {"train", "val", "test"} datasets and the class names. Datasets without a val split get one carved
     deterministically (10% of train, fixed seed) so test never selects a checkpoint."""
@@ -150,11 +157,13 @@ def build_datasets(cfg):
         elif cfg.dataset == "modelnet40":
             fmt = cfg.variant_data if cfg.variant_data in ("auto", "resampled", "hdf5") else "auto"
             make = lambda split: cls(root, split, num_points=cfg.points, format=fmt)  # noqa: E731
+        elif cfg.dataset in FOLDED:
+            make = lambda split: cls(root, split, num_points=cfg.points, fold=cfg.fold)  # noqa: E731
         else:
             make = lambda split: cls(root, split, num_points=cfg.points)  # noqa: E731
         train, test = make("train"), make("test")
-        val = make("val") if cfg.dataset in ("folder", "sh3d") else None
-    except DatasetError as err:
+        val = make("val") if cfg.dataset in ("folder", *FOLDED) else None
+    except (DatasetError, ValueError) as err:
         raise SystemExit(f"error: {err}")
     if val is None:
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(12345)).tolist()
@@ -194,17 +203,20 @@ def export_entry(cfg, model, info, result, datasets, out_dir):
                     peak_mb=round(result["peak_mb"]), sizes={k: len(v) for k, v in datasets.items()})
     if cfg.dataset in ("scanobjectnn", "modelnet40"):
         training["variant_data"] = cfg.variant_data
+    if cfg.fold is not None:
+        training["fold"] = cfg.fold
     metrics = {k: result[k] for k in ("test_acc", "test_mean_class_acc", "test_acc_vote",
                                       "test_mean_class_acc_vote", "val_acc", "best_epoch")}
     extra = {}
     if info.get("random_init") is not None:
         extra["description"] = (f"A control run, not a model to use: Any2Point on the architecture of "
                                 f"`{info['spec']}` with random weights (seed {info['random_init']}), frozen.")
-    if any(hasattr(ds, "manifest") for ds in datasets.values()):  # SweetHome3D: credit every model used
+    if any(hasattr(ds, "manifest") for ds in datasets.values()):  # the built benchmarks: credit every model used
         credits = {}
         for ds in datasets.values():
             for row in getattr(ds, "manifest", []):
-                key = (row.get("creator") or "unknown", row.get("licence") or row.get("license") or "not stated")
+                who = row.get("creator") or row.get("copyright") or "unknown"
+                key = (who, row.get("licence") or row.get("license") or "not stated")
                 credits[key] = credits.get(key, 0) + 1
         extra["attribution"] = [f"{n} model{'s' * (n > 1)} by {c} ({lic})" for (c, lic), n in sorted(credits.items())]
     return save_model(model, Path(out_dir) / "entry", name=cfg.name or Path(cfg.output_dir).name, info=info,

@@ -1,21 +1,27 @@
-"""The offline benchmark protocol: Any2Point on SweetHome3D with the three packaged backbones, the from-scratch and
-linear-probe baselines for each, and ablations (no PE, the other projection, no guided adapter) for one backbone.
+"""The offline benchmark protocol, for every built benchmark (SweetHome3D `sh3d`, electronic components `kicad33`):
+Any2Point with the three packaged backbones, the from-scratch and linear-probe baselines for each, ablations (no PE,
+the other projection, no guided adapter) for one backbone, and the random-backbone control.
 
-    python -m train.data.sh3d --out data/sh3d          # once
-    python benchmarks/sh3d_suite.py [--only NAME ...] [--ablation-backbone whisper] [--seeds 0 1 2] [--controls ...]
-                                    [--jobs 2] [--install]
+    python -m train.data.sh3d --out data/sh3d          # once (kicad33: python -m train.data.kicad --out data/kicad33)
+    python benchmarks/suite.py [--benchmark sh3d|kicad33] [--only NAME ...] [--ablation-backbone whisper]
+                               [--no-ablations] [--seeds 0 1 2] [--folds 0 1 2 3 4] [--controls ...] [--jobs 2]
+                               [--install]
+
+Recipes are train/configs/<benchmark>_<backbone>.toml; runs go to runs/<benchmark>/<name>. `--folds` runs every
+listed cross-validation round (`<name>-fold<k>`, `--fold k`: test = fold k, val = fold k+1) instead of the fixed
+split, so over 0..4 every model is tested once.
 
 Runs one after another, or `--jobs N` at a time with one torch thread each (on a small CPU two single-threaded runs
 finish sooner than one run on two threads, and never stall each other's thread pools). Each run is resumable: kill
 the suite and start it again; runs that already have a result.json are skipped. Order: the main runs (Any2Point,
 linear probe, from scratch) at the first seed, the ablations, then the main runs at each further seed (named
 `<run>-seed<N>`), so the table has error bars as soon as they exist.
-The test split has 60 models (one model = 1.7 points of accuracy): one seed cannot separate close methods.
+SweetHome3D's test split has 60 models (one model = 1.7 points): use its folds; kicad33's has 1,093.
 `--controls minilm whisper` adds, at every seed, the random-backbone control (`control-random-backbone-<backbone>`):
 Any2Point on the backbone's architecture with random frozen weights, which tells whether the pretraining is used.
-`--install` copies the three first-seed Any2Point entries into zoo/checkpoints/ (the embedded defaults).
-Then `python benchmarks/compare_runs.py` re-evaluates the finished runs and keeps a small record of each in
-benchmarks/results/sh3d/ (commit those: the run folders do not outlive the machine), and
+`--install` copies the first-seed Any2Point entries of the fixed split into zoo/checkpoints/ (the embedded entries).
+Then `python benchmarks/compare_runs.py --benchmark B` re-evaluates the finished runs and keeps a small record of each
+in benchmarks/results/<benchmark>/ (commit those: the run folders do not outlive the machine), and
 `python benchmarks/results_table.py` builds the README table from the logs and the records.
 """
 import argparse
@@ -32,53 +38,68 @@ BACKBONES = {"dinov2s": "vision", "minilm": "language", "whisper": "audio"}
 CONFIGS = ROOT / "train" / "configs"
 
 
-def main_runs(seed, first):
+BENCHMARKS = ("sh3d", "kicad33")
+
+
+def main_runs(seed, first, benchmark="sh3d"):
     tag = "" if seed == first else f"-seed{seed}"
     flags = [] if seed == first else ["--seed", str(seed)]
-    out = [(f"any2point-{modality}-{short}-sh3d{tag}", short, flags) for short, modality in BACKBONES.items()]
+    out = [(f"any2point-{modality}-{short}-{benchmark}{tag}", short, flags) for short, modality in BACKBONES.items()]
     for short in BACKBONES:
         out.append((f"baseline-linear-probe-{short}{tag}", short, ["--variant", "linear_probe", *flags]))
         out.append((f"baseline-from-scratch-{short}{tag}", short, ["--variant", "from_scratch", *flags]))
     return out
 
 
-def recipe_pe(short):
+def recipe(benchmark, short):
+    return CONFIGS / f"{benchmark}_{short}.toml"
+
+
+def recipe_pe(short, benchmark="sh3d"):
     """The projection a backbone's recipe uses: its [model] pe, or the backbone's own kind (DINOv2 2D, else 1D)."""
     import tomllib
-    cfg = tomllib.loads((CONFIGS / f"sh3d_{short}.toml").read_text())
+    cfg = tomllib.loads(recipe(benchmark, short).read_text())
     pe = cfg.get("model", {}).get("pe", "auto")
     return pe if pe in ("1d", "2d") else ("2d" if short == "dinov2s" else "1d")
 
 
-def runs(ablation_backbone, seeds=(0,), controls=()):
-    out = main_runs(seeds[0], seeds[0])
-    other = "1d" if recipe_pe(ablation_backbone) == "2d" else "2d"
-    out += [(f"ablation-no-pe-{ablation_backbone}", ablation_backbone, ["--pe", "none"]),
-            (f"ablation-pe-{other}-{ablation_backbone}", ablation_backbone, ["--pe", other]),
-            (f"ablation-no-guided-{ablation_backbone}", ablation_backbone, ["--no-guided"])]
+def runs(ablation_backbone, seeds=(0,), controls=(), benchmark="sh3d", folds=None):
+    """[(run name, backbone short name, run.py flags)] in the order they run; folds: each run once per round."""
+    out = main_runs(seeds[0], seeds[0], benchmark)
+    if ablation_backbone:
+        other = "1d" if recipe_pe(ablation_backbone, benchmark) == "2d" else "2d"
+        out += [(f"ablation-no-pe-{ablation_backbone}", ablation_backbone, ["--pe", "none"]),
+                (f"ablation-pe-{other}-{ablation_backbone}", ablation_backbone, ["--pe", other]),
+                (f"ablation-no-guided-{ablation_backbone}", ablation_backbone, ["--no-guided"])]
     for seed in seeds[1:]:
-        out += main_runs(seed, seeds[0])
+        out += main_runs(seed, seeds[0], benchmark)
     for seed in seeds:  # the controls come last: they answer a question, the table does not need them
         tag, flags = ("", []) if seed == seeds[0] else (f"-seed{seed}", ["--seed", str(seed)])
         out += [(f"control-random-backbone-{short}{tag}", short, ["--variant", "random_backbone", *flags])
                 for short in controls]
-    return out
+    if folds is None:
+        return out
+    return [(f"{name}-fold{k}", short, [*flags, "--fold", str(k)]) for k in folds for name, short, flags in out]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--benchmark", default="sh3d", choices=BENCHMARKS)
     p.add_argument("--only", nargs="*", help="run only these names")
     p.add_argument("--ablation-backbone", default="whisper", choices=list(BACKBONES))
+    p.add_argument("--no-ablations", action="store_true", help="main runs (and controls) only")
+    p.add_argument("--folds", type=int, nargs="+", help="cross-validation rounds (0..4) instead of the fixed split")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds for the main runs (first = shipped)")
     p.add_argument("--controls", nargs="*", default=[], choices=list(BACKBONES),
                    help="also run the random-backbone control (Any2Point on random frozen weights) for these")
-    p.add_argument("--runs-dir", default="runs/sh3d")
+    p.add_argument("--runs-dir", help="default: runs/<benchmark>")
     p.add_argument("--install", action="store_true", help="copy finished Any2Point entries into zoo/checkpoints/")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, one torch thread each when > 1")
     p.add_argument("--dry-run", action="store_true")
     a, extra = p.parse_known_args(argv)
-    todo = [(name, short, flags) for name, short, flags in runs(a.ablation_backbone, a.seeds, a.controls)
-            if not a.only or name in a.only]
+    a.runs_dir = a.runs_dir or f"runs/{a.benchmark}"
+    plan = runs(None if a.no_ablations else a.ablation_backbone, a.seeds, a.controls, a.benchmark, a.folds)
+    todo = [(name, short, flags) for name, short, flags in plan if not a.only or name in a.only]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1") if a.jobs > 1 else None
 
     def one(run):
@@ -87,7 +108,7 @@ def main(argv=None):
         if (out / "result.json").exists():
             print(f"[done] {name}", flush=True)
             return
-        cmd = [sys.executable, str(ROOT / "train/run.py"), "--config", str(CONFIGS / f"sh3d_{short}.toml"),
+        cmd = [sys.executable, str(ROOT / "train/run.py"), "--config", str(recipe(a.benchmark, short)),
                "--output-dir", str(out), "--name", name, "--resume", *flags, *extra]
         print(f"[run] {name}: {' '.join(cmd[1:])}", flush=True)
         if a.dry_run:
@@ -103,7 +124,7 @@ def main(argv=None):
             f.result()  # the first failure stops the suite (finished runs are kept)
     for name, _, _ in todo:
         out = ROOT / a.runs_dir / name
-        if a.install and name.startswith("any2point-") and "-seed" not in name \
+        if a.install and name.startswith("any2point-") and "-seed" not in name and "-fold" not in name \
                 and (out / "entry" / "config.json").exists():
             dest = ROOT / "zoo" / "checkpoints" / name
             shutil.rmtree(dest, ignore_errors=True)
