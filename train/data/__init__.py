@@ -9,9 +9,10 @@ import importlib
 
 _HOME = {
     "DatasetError": "errors", "MeshFolder": "folder", "ModelNet40": "modelnet40", "ScanObjectNN": "scanobjectnn",
-    "SH3D": "sh3d",
+    "SH3D": "sh3d", "Kicad33": "kicad",
 }
-_DATASETS = {"scanobjectnn": "ScanObjectNN", "modelnet40": "ModelNet40", "folder": "MeshFolder", "sh3d": "SH3D"}
+_DATASETS = {"scanobjectnn": "ScanObjectNN", "modelnet40": "ModelNet40", "folder": "MeshFolder", "sh3d": "SH3D",
+             "kicad33": "Kicad33"}
 __all__ = [*_HOME, "DATASETS"]
 
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from . import folds as kfold
 from .errors import DatasetError
 from .folder import stable_hash
 
@@ -155,6 +156,12 @@ def sample_model(z: zipfile.ZipFile, item: dict[str, str], points: int, seed: in
     return (pts / np.linalg.norm(pts, axis=1).max()).astype(np.float32)
 
 
+def group_of(row: dict) -> str:
+    """The upstream model of a manifest row: the source URL that variants of one model share, else the model id.
+    Splits and folds keep a group whole (within its class); it is also the unit of the paired bootstrap."""
+    return row["source"] or row["model_id"]
+
+
 def assign_splits(rows: list[dict], fractions=SPLIT_FRACTIONS) -> list[str]:
     """train/val/test per row. Within each class, groups ranked by a hash of their key (the model id, or the
     upstream source URL that several catalog entries share) fill train, then val, then test in proportion: every
@@ -164,7 +171,7 @@ def assign_splits(rows: list[dict], fractions=SPLIT_FRACTIONS) -> list[str]:
         groups = defaultdict(list)
         for i, r in enumerate(rows):
             if r["class"] == cls:
-                groups[r["source"] or r["model_id"]].append(i)
+                groups[group_of(r)].append(i)
         n = sum(map(len, groups.values()))
         end_train, end_val = round(fractions[0] * n), round((fractions[0] + fractions[1]) * n)
         taken = 0
@@ -278,35 +285,44 @@ def format_report(r: dict) -> str:
 
 # ---------------------------------------------------------------- dataset
 class SH3D(Dataset):
-    """Items are (points float32 (num_points, 3), label int) from a build; split in train/val/test or None (all)."""
+    """Items are (points float32 (num_points, 3), label int) from a build; split in train/val/test or None (all).
+
+    fold=None: the build's split (70/15/15). fold=k (0..4): 5-fold cross-validation, folds of whole upstream models
+    stratified by class and computed from the manifest (no rebuild): test = fold k, val = fold (k + 1) % 5, train =
+    the other three (train/data/folds.py). `groups` is each item's upstream model (`group_of`), for the bootstrap."""
 
     up_axis = "y"
 
-    def __init__(self, root, split: str | None = "train", num_points: int | None = None):
+    def __init__(self, root, split: str | None = "train", num_points: int | None = None, fold: int | None = None):
         root = Path(root)
         if not (root / "build.json").is_file() or not all((root / f).is_file() for f in OUTPUTS):
             raise DatasetError(f"No SweetHome3D build in {root}; run: python -m train.data.sh3d --out {root}")
-        if split not in (None, "train", "val", "test"):
-            raise ValueError(f"split must be 'train', 'val', 'test' or None, not {split!r}")
-        points = np.load(root / "points.npy")
-        index = np.arange(len(points)) if split is None else np.array(
-            json.loads((root / "splits.json").read_text())[split], dtype=np.int64)
+        with open(root / "manifest.csv", encoding="utf-8") as f:
+            manifest = list(csv.DictReader(f))
+        index = kfold.select(split, [r["split"] for r in manifest], fold=fold,
+                             folds=None if fold is None else fold_of(manifest))
+        points = np.load(root / "points.npy", mmap_mode="r")
         if num_points is not None and num_points > points.shape[1]:
             raise ValueError(f"num_points={num_points} but the build has {points.shape[1]} per model; rebuild with "
                              f"--points {num_points}")
         self.points = np.ascontiguousarray(points[index, :num_points])  # samples are i.i.d., so any prefix is fair
         self.targets = np.load(root / "labels.npy")[index]
         self.labels = json.loads((root / "classes.json").read_text())
-        with open(root / "manifest.csv", encoding="utf-8") as f:
-            manifest = list(csv.DictReader(f))
         self.manifest = [manifest[i] for i in index]
-        self.root, self.split = root, split
+        self.groups = [group_of(r) for r in self.manifest]
+        self.root, self.split, self.fold = root, split, fold
 
     def __len__(self) -> int:
         return len(self.targets)
 
     def __getitem__(self, i):
         return torch.from_numpy(self.points[i].copy()), int(self.targets[i])
+
+
+def fold_of(rows: list[dict]) -> list[int]:
+    """Cross-validation fold per manifest row: whole upstream models, stratified by class, independent of the
+    sampling seed (like the splits, they depend on model ids and sources only)."""
+    return kfold.assign_folds([r["class"] for r in rows], [group_of(r) for r in rows])
 
 
 def main(argv=None) -> int:
