@@ -40,10 +40,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from . import folds as kfold
+from .built import BuiltDataset, require_build
 from .errors import DatasetError
 from .folder import stable_hash
 
@@ -610,38 +609,20 @@ def format_report(r: dict) -> str:
 
 
 # ---------------------------------------------------------------- dataset
-class Kicad33(Dataset):
+class Kicad33(BuiltDataset):
     """Items are (points float32 (num_points, 3), label int) from a build, y up.
 
     split: "train" / "val" / "test" / None (all). fold=None: the default family split (55/15/30); fold=k (0..4):
     test = fold k, val = fold (k + 1) % 5, train = the other three. `groups` is the family of each item (the unit of
     the paired bootstrap), `manifest` its manifest row (name, class, family, fold, split, licence, ...)."""
 
-    up_axis = "y"
-
     def __init__(self, root, split: str | None = "train", num_points: int | None = None, fold: int | None = None):
-        root = Path(root)
-        if not (root / "build.json").is_file() or not all((root / f).is_file() for f in OUTPUTS):
-            raise DatasetError(f"No kicad33 build in {root}; run: python -m train.data.kicad --out {root}")
+        root = require_build(root, OUTPUTS, ("kicad33", "train.data.kicad"))
         manifest = json.loads((root / "manifest.json").read_text(encoding="utf-8"))
         rows = manifest["models"]
         index = kfold.select(split, [r["split"] for r in rows], [r["fold"] for r in rows], fold, manifest["folds"])
-        points = np.load(root / "points.npy", mmap_mode="r")
-        if num_points is not None and num_points > points.shape[1]:
-            raise ValueError(f"num_points={num_points} but the build has {points.shape[1]} per model; rebuild with "
-                             f"--points {num_points}")
-        self.points = np.ascontiguousarray(points[index, :num_points])  # samples are i.i.d., so any prefix is fair
-        self.targets = np.load(root / "labels.npy")[index]
-        self.labels = manifest["classes"]
-        self.manifest = [rows[i] for i in index]
-        self.groups = [r["family"] for r in self.manifest]
-        self.root, self.split, self.fold = root, split, fold
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i):
-        return torch.from_numpy(self.points[i].copy()), int(self.targets[i])
+        super().__init__(root, index, labels=manifest["classes"], rows=rows, group_of=lambda r: r["family"],
+                         num_points=num_points, split=split, fold=fold)
 
 
 def main(argv=None) -> int:

@@ -23,10 +23,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from . import folds as kfold
+from .built import BuiltDataset, require_build
 from .errors import DatasetError
 from .folder import stable_hash
 
@@ -284,39 +283,21 @@ def format_report(r: dict) -> str:
 
 
 # ---------------------------------------------------------------- dataset
-class SH3D(Dataset):
+class SH3D(BuiltDataset):
     """Items are (points float32 (num_points, 3), label int) from a build; split in train/val/test or None (all).
 
     fold=None: the build's split (70/15/15). fold=k (0..4): 5-fold cross-validation, folds of whole upstream models
     stratified by class and computed from the manifest (no rebuild): test = fold k, val = fold (k + 1) % 5, train =
     the other three (train/data/folds.py). `groups` is each item's upstream model (`group_of`), for the bootstrap."""
 
-    up_axis = "y"
-
     def __init__(self, root, split: str | None = "train", num_points: int | None = None, fold: int | None = None):
-        root = Path(root)
-        if not (root / "build.json").is_file() or not all((root / f).is_file() for f in OUTPUTS):
-            raise DatasetError(f"No SweetHome3D build in {root}; run: python -m train.data.sh3d --out {root}")
+        root = require_build(root, OUTPUTS, ("SweetHome3D", "train.data.sh3d"))
         with open(root / "manifest.csv", encoding="utf-8") as f:
             manifest = list(csv.DictReader(f))
         index = kfold.select(split, [r["split"] for r in manifest], fold=fold,
                              folds=None if fold is None else fold_of(manifest))
-        points = np.load(root / "points.npy", mmap_mode="r")
-        if num_points is not None and num_points > points.shape[1]:
-            raise ValueError(f"num_points={num_points} but the build has {points.shape[1]} per model; rebuild with "
-                             f"--points {num_points}")
-        self.points = np.ascontiguousarray(points[index, :num_points])  # samples are i.i.d., so any prefix is fair
-        self.targets = np.load(root / "labels.npy")[index]
-        self.labels = json.loads((root / "classes.json").read_text())
-        self.manifest = [manifest[i] for i in index]
-        self.groups = [group_of(r) for r in self.manifest]
-        self.root, self.split, self.fold = root, split, fold
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, i):
-        return torch.from_numpy(self.points[i].copy()), int(self.targets[i])
+        super().__init__(root, index, labels=json.loads((root / "classes.json").read_text()), rows=manifest,
+                         group_of=group_of, num_points=num_points, split=split, fold=fold)
 
 
 def fold_of(rows: list[dict]) -> list[int]:
