@@ -50,6 +50,7 @@ def test_correct(run_dir, batch=16, checkpoint="best", entry=None, cfg=None):
     bootstrap group: its family on kicad33, itself elsewhere). checkpoint:
     "best" (the entry, best on val) or "last" (the last epoch's trainable state, from the resume checkpoint).
     `entry` and `cfg` (a run config dict) replace `<run_dir>/entry` and its run_config.json (shipped entries)."""
+    from train.augment import resample
     from train.run import RunConfig, build_datasets, check_run_config
     from zoo.registry import load_artifact
     cfg = cfg or json.loads((run_dir / "run_config.json").read_text())
@@ -63,7 +64,8 @@ def test_correct(run_dir, batch=16, checkpoint="best", entry=None, cfg=None):
     correct = []
     for i in range(0, len(test), batch):
         pts, y = zip(*(test[j] for j in range(i, min(i + batch, len(test)))))
-        pred = model(torch.stack(pts).float()).argmax(-1)
+        pts = torch.stack(pts).float()
+        pred = model(resample(pts, cfg.points, train=False) if cfg.resample else pts).argmax(-1)
         correct.append((pred == torch.tensor(y)).float())
     recorded = json.loads((entry / "config.json").read_text())["metrics"]["test_acc"] if entry else \
         json.loads((run_dir / "result.json").read_text())["test_acc"]

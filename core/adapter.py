@@ -1,4 +1,5 @@
-"""Trainable parts that ride on the frozen blocks: the bottleneck adapter and the any-to-3D guided adapter."""
+"""Trainable parts that ride on the frozen blocks: the bottleneck adapter and the any-to-3D guided adapter (in a
+bottleneck space, GuidedAdapter; at full width as in the official code, FullGuidedAdapter)."""
 import threading
 from contextlib import contextmanager
 
@@ -8,11 +9,11 @@ from torch import nn
 
 
 class BottleneckAdapter(nn.Module):
-    """On the FFN branch output: x + scale * up(gelu(down(x)))."""
+    """On the FFN branch output: x + scale * up(gelu(drop(down(x)))) (dropout: official 0.1, training only)."""
 
-    def __init__(self, dim, bottleneck=8, scale=0.3):
+    def __init__(self, dim, bottleneck=8, scale=0.3, dropout=0.0):
         super().__init__()
-        self.scale, self.enabled = scale, True
+        self.scale, self.enabled, self.dropout = scale, True, dropout
         self.down = nn.Linear(dim, bottleneck)
         self.up = nn.Linear(bottleneck, dim)
         nn.init.normal_(self.up.weight, std=1e-3)  # near-identity at start, yet every tensor gets a gradient
@@ -20,7 +21,10 @@ class BottleneckAdapter(nn.Module):
 
     def forward(self, x):
         # four kernels (addmm, gelu, addmm, add): the hot path runs once per block
-        h = F.gelu(F.linear(x, self.down.weight, self.down.bias))
+        h = F.linear(x, self.down.weight, self.down.bias)
+        if self.dropout and self.training:
+            h = F.dropout(h, self.dropout)
+        h = F.gelu(h)
         return torch.add(x, F.linear(h, self.up.weight, self.up.bias), alpha=self.scale)
 
     def hook(self, module, args, out):
@@ -36,8 +40,10 @@ class GuidedAdapter(nn.Module):
     summaries are broadcast back to their tokens, go through a per-block BN+GELU, and each view is weighted by its
     cosine similarity to the 3D guide; the weighted sum goes back up to the block width.
 
-    How it differs in form from the official code (same structure, ~4x cheaper on a CPU):
-    - grouping runs at `inner` dims, not at full width once per view (6 copies of every token per block);
+    A cheaper variant, not the official structure (that is FullGuidedAdapter, ~10x the cost on a CPU):
+    - grouping runs at `inner` dims, not at full width once per view (6 copies of every token per block), so each
+      block adds at most a rank-`inner` update, near zero at the start (the official one is full-rank, large from
+      step 0); the 3D guide is the voxel mean, without the official max;
     - the local step is attention pooling inside each cell, not a (G, G) self-attention masked to the cell and then
       a mean: the mean of a cell's attention outputs is itself a weighted mean of its values, so pooling with one
       query keeps that form at G scores per view instead of G^2;
@@ -169,3 +175,121 @@ class GuidedAdapter(nn.Module):
         z = F.pad(z, (0, 0, 1, 0)).to(x.dtype)  # (B, 1 + G, d), the prefix token gets 0
         out = torch.addmm(x.reshape(b * t, c), z.view(b * t, d), self.up[block].to(x.dtype), alpha=self.scale)
         return out.view(b, t, c)
+
+
+class FullGuidedAdapter(nn.Module):
+    """The official any-to-3D guided adapter at full width C, for all blocks of one model (point tokens only).
+
+    Per view v, with modules shared by all blocks: x_v = x + proj_v(attn_v(LN_v(x))), a small self-attention
+    (`inner` dims in `heads` heads) masked to the tokens of the same 2D/1D cell; then per cell its mean (+ its max
+    with `cell_max`, the official ModelNet40 setting), a per-block per-view BN(C) + GELU, back to the cell's tokens.
+    The 3D guide: per voxel the max + mean of x, a per-block BN(C) + GELU. Views are weighted by
+    w_v = (cos(x_v, x3d) + 1) / 2, normalised over views: x += scale * sum_v w_v x_v. A full-rank local smoothing,
+    large from step 0. Same interface as GuidedAdapter (prepare / forward / pre_norm_hook / active / record).
+
+    Where the form differs from the official code (same function): the attention of all views is one batched
+    call; group means and maxes are scatters into one row per group (the official scatter_mean / segment_csr), so
+    each BN sees one row per non-empty group, as the official voxel BN does. The official cell BN also sees the
+    empty cells of the whole grid as zero rows, statistics that depend on the grid resolution: not copied.
+    """
+
+    def __init__(self, dim, depth, *, num_views=6, inner=12, heads=6, scale=0.5, cell_max=False):
+        super().__init__()
+        if inner % heads:
+            raise ValueError(f"inner ({inner}) must be a multiple of heads ({heads})")
+        v = num_views
+        self.num_views, self.inner, self.heads, self.scale, self.cell_max = v, inner, heads, scale, cell_max
+        self.norm = nn.ModuleList(nn.LayerNorm(dim) for _ in range(v))
+        self.qkv = nn.ModuleList(nn.Linear(dim, 3 * inner, bias=False) for _ in range(v))
+        # no bias on proj: it would shift every token of a view alike, which the cell BN then removes in training
+        # (an exactly zero gradient; the official code carries one)
+        self.proj = nn.ModuleList(nn.Linear(inner, dim, bias=False) for _ in range(v))
+        for m in [*self.qkv, *self.proj]:  # the official PointViT init
+            nn.init.xavier_uniform_(m.weight)
+        self.bn_3d = nn.ModuleList(nn.BatchNorm1d(dim) for _ in range(depth))
+        self.bn_views = nn.ModuleList(nn.ModuleList(nn.BatchNorm1d(dim) for _ in range(v)) for _ in range(depth))
+        self.enabled = True  # Any2Point.bare() switches it off
+        self._groups = {}  # thread id -> this forward's groups, for pre_norm_hook
+
+    # one implementation of the per-thread hook plumbing: GuidedAdapter's (they only read self._groups / self())
+    active = GuidedAdapter.active
+    pre_norm_hook = GuidedAdapter.pre_norm_hook
+
+    def prepare(self, groups):
+        """Once per forward: per token the row of its voxel and (per view) of its cell, rows unique per sample
+        (and view), cells sorted by view so each view's rows are one slice; the group sizes."""
+        vox, cells, mask = groups["voxels"], groups["cells"], groups["mask"]  # (B, G), (V, B, G), (V, B, G, G)
+        v, b, g = cells.shape
+        if v != self.num_views:
+            raise ValueError(f"{v} views in the groups, the adapter has {self.num_views}")
+        vox_row, vox_size = _group_rows(vox.reshape(1, b, g))
+        cell_row, cell_size, view_of_row = _group_rows(cells, per_view=True)
+        groups["full"] = dict(vox_row=vox_row.view(b * g), vox_size=vox_size, cell_row=cell_row.view(v, b * g),
+                              token_rows=cell_row.view(v, b * g).t().contiguous(),  # (B*G, V)
+                              cell_size=cell_size, view_rows=torch.bincount(view_of_row, minlength=v).tolist(),
+                              attn_mask=mask.reshape(v * b, 1, g, g))
+        return groups
+
+    def attend(self, p, attn_mask):
+        """p (B, G, C) -> (V, B*G, C): x_v = x + proj_v(attn_v(LN_v(x))) for every view at once.
+
+        The LN affine goes into the qkv weights (one GEMM for all views); the attention scale is inner^-0.5, not
+        head_dim^-0.5, as in the official code.
+        """
+        b, g, c = p.shape
+        v, d, hd = self.num_views, self.inner, self.inner // self.heads
+        w = torch.cat([(n.weight[:, None] * q.weight.t()) for n, q in zip(self.norm, self.qkv)], dim=1)  # (C, V*3d)
+        bias = torch.cat([n.bias @ q.weight.t() for n, q in zip(self.norm, self.qkv)])  # (V*3d,)
+        qkv = torch.addmm(bias, F.layer_norm(p, (c,)).reshape(b * g, c), w)  # (B*G, V*3d)
+        qkv = qkv.view(b, g, v, 3, self.heads, hd).permute(3, 2, 0, 4, 1, 5).reshape(3, v * b, self.heads, g, hd)
+        out = F.scaled_dot_product_attention(*qkv, attn_mask=attn_mask, scale=d**-0.5)  # (V*B, heads, G, hd)
+        out = out.view(v, b, self.heads, g, hd).permute(0, 1, 3, 2, 4).reshape(v, b * g, d)
+        proj = torch.stack([m.weight.t() for m in self.proj])  # (V, d, C)
+        return torch.baddbmm(p.reshape(1, b * g, c), out, proj)
+
+    @staticmethod
+    def pool(src, rows, size, with_max=True):
+        """src (R, C), rows (R,) -> (num_groups, C): each group's mean (+ max)."""
+        out = src.new_zeros(size.shape[0], src.shape[1]).index_add(0, rows, src) / size.to(src.dtype)
+        if with_max:  # every row has a member: include_self=False never keeps the zeros
+            idx = rows[:, None].expand_as(src)
+            out = out + src.new_zeros(out.shape).scatter_reduce(0, idx, src, "amax", include_self=False)
+        return out
+
+    def forward(self, x, groups, block):
+        """x (B, 1 + G, C): a prefix token, then the point tokens -> x with the update added to the point tokens."""
+        b, t, c = x.shape
+        g, v, fg = t - 1, self.num_views, groups["full"]
+        p = x[:, 1:]
+        guide = self.pool(p.reshape(b * g, c), fg["vox_row"], fg["vox_size"])  # (voxels, C), max + mean
+        guide = F.gelu(self.bn_3d[block](guide))
+        unit_guide = (guide / guide.norm(dim=-1, keepdim=True).clamp_min(1e-8)).index_select(0, fg["vox_row"])
+        xv = self.attend(p, fg["attn_mask"])  # (V, B*G, C)
+        cells = self.pool(xv.reshape(v * b * g, c), fg["cell_row"].view(-1), fg["cell_size"], self.cell_max)
+        cells = torch.cat([bn(rows) for bn, rows in zip(self.bn_views[block], cells.split(fg["view_rows"]))])
+        cells = F.gelu(cells)  # (cells, C): x_v of every token is its cell's row
+        # cos as F.cosine_similarity (each norm clamped at 1e-8); weights (cos + 1) / sum over views (the 1/2 of
+        # (cos + 1) / 2 cancels). Norms per cell row, not per token; the broadcasting cosine_similarity's
+        # backward is ~10x slower on a CPU
+        rows = fg["cell_row"].view(-1)  # (V*B*G,); index_select: ~2x faster than indexing with a 2D index
+        dots = (cells.index_select(0, rows).view(v, b * g, c) * unit_guide).sum(dim=-1)  # (V, B*G)
+        w = dots / cells.norm(dim=-1).clamp_min(1e-8).index_select(0, rows).view(v, b * g) + 1
+        w = w / w.sum(dim=0, keepdim=True)
+        if groups.get("record") is not None:  # per forward, not module state: concurrent calls stay apart
+            groups["record"].append(w.t().reshape(b, g, v).detach())
+        # sum_v w_v x_v straight from the cell rows: one embedding_bag, no (V, B*G, C) copy
+        update = F.embedding_bag(fg["token_rows"], cells, per_sample_weights=w.t().to(cells.dtype), mode="sum")
+        update = update.view(b, g, c)
+        return torch.cat([x[:, :1], p + self.scale * update.to(x.dtype)], dim=1)
+
+
+def _group_rows(ids, per_view=False):
+    """ids (V, B, G) group labels, compared within one (view, sample) -> per token the dense row of its group
+    (V, B, G), each group's size (rows, 1) and, with per_view, each row's view (rows,). Rows are sorted by view,
+    then sample: each view's groups are one contiguous slice."""
+    v, b, g = ids.shape
+    span = int(ids.max()) - int(ids.min()) + 1
+    key = (ids - ids.min()) + torch.arange(v * b, device=ids.device).view(v, b, 1) * span
+    uniq, rows = torch.unique(key, sorted=True, return_inverse=True)
+    size = torch.bincount(rows.view(-1), minlength=uniq.numel()).unsqueeze(1)
+    return (rows, size, torch.div(uniq, b * span, rounding_mode="floor")) if per_view else (rows, size)

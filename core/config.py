@@ -30,9 +30,16 @@ def _opt(default, help, **kw):
 class Any2PointConfig:
     # --- input and tokenizer
     num_points: int = _opt(2048, "points per cloud the model expects; larger clouds are subsampled by predict()")
-    num_tokens: int = _opt(128, "point tokens (FPS centres) fed to the backbone")
-    k: int = _opt(16, "neighbours per token in the one-stage tokenizer")
+    num_tokens: int = _opt(128, "point tokens (FPS centres) fed to the backbone (pointpn: its last stage)")
+    tokenizer: Literal["onestage", "pointpn"] = _opt(
+        "onestage", "onestage: one FPS + kNN stage (CPU-cheap); pointpn: the official hierarchical Point-PN")
+    k: int = _opt(16, "neighbours per centre (pointpn: at every stage; official 64)")
     tokenizer_dim: int = _opt(64, "hidden width of the one-stage tokenizer")
+    pointpn_stages: tuple[int, ...] = _opt((512, 256), "pointpn: centres of the stages before the last (num_tokens)")
+    pointpn_embed_dim: int = _opt(96, "pointpn: per-point embedding width")
+    pointpn_widths: tuple[int, ...] = _opt((192, 384, 768), "pointpn: output width of every stage (last: mapped to C)")
+    pointpn_hidden: tuple[int, ...] = _opt((96, 192, 32), "pointpn: bottleneck width of every stage's blocks")
+    pointpn_blocks: tuple[int, ...] = _opt((2, 1, 1), "pointpn: residual blocks per stage")
     # --- 3D-to-any virtual projection
     pe: Literal["auto", "none", "1d", "2d"] = _opt(
         "auto", "positional projection: auto (the backbone's own kind), 1d, 2d, or none (ablation: no PE)")
@@ -42,12 +49,19 @@ class Any2PointConfig:
     voxel: float = _opt(0.12, "3D voxel size of the guided adapter's 3D guide (unit-sphere units)")
     cell_patches: float = _opt(2.0, "2D guided-adapter cell size, in backbone patches")
     cells_1d: int = _opt(38, "1D guided-adapter cells along the line")
+    views_1d: Literal["legacy", "tilted"] = _opt(
+        "legacy", "1D view rotations: legacy (mirror pairs on the line) or tilted (six distinct lines; new recipes)")
     # --- adapters on the frozen blocks
     adapter: bool = _opt(True, "bottleneck adapter on every block's FFN output")
     adapter_dim: int = _opt(8, "bottleneck adapter width")
     adapter_scale: float = _opt(0.3, "bottleneck adapter output scale")
+    adapter_dropout: float = _opt(0.0, "dropout inside the bottleneck adapter (official 0.1)")
     guided: bool = _opt(True, "any-to-3D guided adapter after every block (point tokens only)")
-    guided_dim: int = _opt(12, "guided adapter inner width")
+    guided_mode: Literal["bottleneck", "full"] = _opt(
+        "bottleneck", "bottleneck: pooled in guided_dim dims (CPU-cheap); full: the official full-width adapter")
+    guided_dim: int = _opt(12, "guided adapter inner width (full: the masked attention's width)")
+    guided_heads: int = _opt(6, "full guided adapter: attention heads")
+    guided_cell_max: bool = _opt(False, "full guided adapter: cell max + mean (official ModelNet40), else mean")
     guided_scale: float = _opt(0.5, "guided adapter update scale")
     # --- head and training switches
     head_hidden: int = _opt(256, "hidden width of the classification MLP")
@@ -58,6 +72,11 @@ class Any2PointConfig:
         hints = type_hints(type(self))
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, check_value(f.name, getattr(self, f.name), hints[f.name]))
+        stages = len(self.pointpn_stages) + 1
+        for name in ("pointpn_widths", "pointpn_hidden", "pointpn_blocks"):
+            if len(getattr(self, name)) != stages:
+                raise ConfigError(f"{name} needs one value per Point-PN stage ({stages}: pointpn_stages + the last, "
+                                  f"num_tokens), got {list(getattr(self, name))}")
 
     # --- the saved form -----------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -137,6 +156,10 @@ def check_value(name, value, hint):
         if value not in args:
             raise ConfigError(f"{name} must be one of {', '.join(map(repr, args))}, got {value!r}")
         return value
+    if origin is tuple and args[1:] == (Ellipsis,):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name} must be a list of values, got {value!r}")
+        return tuple(check_value(name, v, args[0]) for v in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{name} must be a list of {len(args)} values, got {value!r}")

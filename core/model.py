@@ -7,12 +7,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.adapter import BottleneckAdapter, GuidedAdapter
+from core.adapter import BottleneckAdapter, FullGuidedAdapter, GuidedAdapter
 from core.backbones import wrap
 from core.config import Any2PointConfig
 from core.points import normalize
 from core.projection import VirtualProjection
-from core.tokenizer import PointTokenizer
+from core.tokenizer import PointPNTokenizer, PointTokenizer
 
 
 class Any2Point(nn.Module):
@@ -42,17 +42,29 @@ class Any2Point(nn.Module):
         self.num_points, self.pe_mode, self.freeze_backbone = cfg.num_points, cfg.pe, cfg.freeze_backbone
         kind = bb.pos_kind if cfg.pe in ("auto", "none") else cfg.pe
 
-        self.tokenizer = PointTokenizer(c, num_tokens=cfg.num_tokens, k=cfg.k, dim=cfg.tokenizer_dim)
+        if cfg.tokenizer == "pointpn":
+            self.tokenizer = PointPNTokenizer(c, stages=(*cfg.pointpn_stages, cfg.num_tokens), k=cfg.k,
+                                              embed_dim=cfg.pointpn_embed_dim, widths=cfg.pointpn_widths,
+                                              hidden=cfg.pointpn_hidden, blocks=cfg.pointpn_blocks)
+        else:
+            self.tokenizer = PointTokenizer(c, num_tokens=cfg.num_tokens, k=cfg.k, dim=cfg.tokenizer_dim)
         self.projection = VirtualProjection(kind, num_views=cfg.num_views, distance=cfg.distance,
                                             direction=cfg.direction, voxel=cfg.voxel, cell_patches=cfg.cell_patches,
-                                            cells_1d=cfg.cells_1d)
+                                            cells_1d=cfg.cells_1d, views_1d=cfg.views_1d)
         cls = bb.cls_init()
         self.cls_token = nn.Parameter(cls.clone() if cls is not None else torch.randn(c) * 0.02)
         self.cls_pos = nn.Parameter(torch.zeros(c))
-        self.adapters = nn.ModuleList(BottleneckAdapter(c, cfg.adapter_dim, cfg.adapter_scale)
+        self.adapters = nn.ModuleList(BottleneckAdapter(c, cfg.adapter_dim, cfg.adapter_scale, cfg.adapter_dropout)
                                       for _ in range(depth)) if cfg.adapter else None
-        self.guided = GuidedAdapter(c, depth, num_views=cfg.num_views, inner=cfg.guided_dim,
-                                    scale=cfg.guided_scale) if cfg.guided else None
+        if not cfg.guided:
+            self.guided = None
+        elif cfg.guided_mode == "full":
+            self.guided = FullGuidedAdapter(c, depth, num_views=cfg.num_views, inner=cfg.guided_dim,
+                                            heads=cfg.guided_heads, scale=cfg.guided_scale,
+                                            cell_max=cfg.guided_cell_max)
+        else:
+            self.guided = GuidedAdapter(c, depth, num_views=cfg.num_views, inner=cfg.guided_dim,
+                                        scale=cfg.guided_scale)
         h, p = cfg.head_hidden, cfg.dropout
         self.head = nn.Sequential(
             nn.Linear(2 * c, h), nn.BatchNorm1d(h), nn.GELU(), nn.Dropout(p),

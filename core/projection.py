@@ -9,25 +9,43 @@ import torch
 import torch.nn.functional as F
 
 
-def view_rotations(num_views=6, dtype=torch.float32, device=None):
-    """(V, 3, 3): four quarter turns about the up axis (y), then the two poles (about x). Camera looks along +z."""
-    def rot_y(a):
-        c, s = math.cos(a), math.sin(a)
-        return [[c, 0, s], [0, 1, 0], [-s, 0, c]]
+def view_rotations(num_views=6, dtype=torch.float32, device=None, *, layout="legacy"):
+    """(V, 3, 3) view rotations. Camera looks along +z, y is up.
 
+    "legacy": four quarter turns about the up axis (y), then the two poles (about x); projected on the 1D direction
+    (-1, 0, 1), views 0/2 and 1/3 give mirrored lines (t and 1 - t). "tilted", for 1D views: the official
+    composition Rx(a) Ry(b) Rz(pi/2). Its four quarter turns a = k pi/2 put the lines on (0,1,1), (1,1,0),
+    (0,1,-1), (-1,1,0), each tilted 45 degrees by the up axis; the official poles (a, b) = (0, -/+pi/2) would
+    repeat the third line (once mirrored), so here they are (pi/2, +/-pi/2): the two horizontal diagonals
+    (1,0,-1), (1,0,1). Six pairwise non-parallel lines, the six face diagonals of a cube.
+    """
     def rot_x(a):
         c, s = math.cos(a), math.sin(a)
-        return [[1, 0, 0], [0, c, -s], [0, s, c]]
+        return torch.tensor([[1, 0, 0], [0, c, -s], [0, s, c]], dtype=torch.float64)
 
-    mats = [rot_y(i * math.pi / 2) for i in range(4)] + [rot_x(math.pi / 2), rot_x(-math.pi / 2)]
+    def rot_y(a):
+        c, s = math.cos(a), math.sin(a)
+        return torch.tensor([[c, 0, s], [0, 1, 0], [-s, 0, c]], dtype=torch.float64)
+
+    def rot_z(a):
+        c, s = math.cos(a), math.sin(a)
+        return torch.tensor([[c, -s, 0], [s, c, 0], [0, 0, 1]], dtype=torch.float64)
+
     if not 1 <= num_views <= 6:
         raise ValueError(f"num_views must be 1..6, got {num_views}")
-    return torch.tensor(mats[:num_views], dtype=dtype, device=device)
+    if layout == "legacy":
+        mats = [rot_y(i * math.pi / 2) for i in range(4)] + [rot_x(math.pi / 2), rot_x(-math.pi / 2)]
+    elif layout == "tilted":
+        angles = [(i * math.pi / 2, 0.0) for i in range(4)] + [(math.pi / 2, math.pi / 2), (math.pi / 2, -math.pi / 2)]
+        mats = [rot_x(a) @ rot_y(b) @ rot_z(math.pi / 2) for a, b in angles]
+    else:
+        raise ValueError(f"layout must be 'legacy' or 'tilted', got {layout!r}")
+    return torch.stack(mats[:num_views]).to(dtype=dtype, device=device)
 
 
-def rotate_views(centres, num_views=6):
+def rotate_views(centres, num_views=6, layout="legacy"):
     """(B, G, 3) -> (V, B, G, 3) centres seen from each virtual view."""
-    rot = view_rotations(num_views, centres.dtype, centres.device)
+    rot = view_rotations(num_views, centres.dtype, centres.device, layout=layout)
     return torch.einsum("vij,bgj->vbgi", rot, centres)
 
 
@@ -160,13 +178,20 @@ def _offset_compact(ids, per_group):
 
 
 class VirtualProjection(torch.nn.Module):
-    """Centres (B, G, 3) + pretrained table -> PE (B, G, C) averaged over views, and the guided-adapter groups."""
+    """Centres (B, G, 3) + pretrained table -> PE (B, G, C) averaged over views, and the guided-adapter groups.
+
+    views_1d: the 1D views' rotations (see view_rotations): "legacy" (the default, so saved models reproduce) or
+    "tilted" (six distinct lines; new recipes). 2D views always use the legacy turns.
+    """
 
     def __init__(self, kind, *, num_views=6, distance=1.8, direction=(-1.0, 0.0, 1.0), voxel=0.12,
-                 cell_patches=2.0, cells_1d=38):
+                 cell_patches=2.0, cells_1d=38, views_1d="legacy"):
         super().__init__()
         if kind not in ("1d", "2d"):
             raise ValueError(f"projection kind must be '1d' or '2d', got {kind!r}")
+        if views_1d not in ("legacy", "tilted"):
+            raise ValueError(f"views_1d must be 'legacy' or 'tilted', got {views_1d!r}")
+        self.views_1d = views_1d
         self.kind, self.num_views, self.distance, self.direction = kind, num_views, distance, tuple(direction)
         self.voxel, self.cell_patches, self.cells_1d = voxel, cell_patches, cells_1d
 
@@ -178,7 +203,7 @@ class VirtualProjection(torch.nn.Module):
     def _forward(self, centres, table):
         """centres (B, G, 3) fp32 (forward converts them)."""
         table = as_kind(table, self.kind)
-        views = rotate_views(centres, self.num_views)  # (V, B, G, 3)
+        views = rotate_views(centres, self.num_views, self.views_1d if self.kind == "1d" else "legacy")  # (V, B, G, 3)
         if self.kind == "2d":
             coords = project_2d(views, self.distance)  # (V, B, G, 2)
             corners = corners_2d(coords, *table.shape[:2])

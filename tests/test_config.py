@@ -1,6 +1,7 @@
 """Any2PointConfig (strict, typed, saved as is), the presets over it, the backbone family table, the spec parser."""
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,3 +106,13 @@ def test_spec_table_answers_hub_repos_and_availability_offline():
     backbone, info = specs.build_backbone("scratch:2d")
     assert backbone.pos_kind == "2d" and len(info["sha256"]) == 64 and not any(
         p.requires_grad for p in backbone.parameters())
+
+
+@pytest.mark.parametrize("recipe", sorted((Path(__file__).resolve().parents[1] / "train/configs").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_every_shipped_recipe_is_a_valid_config(recipe):
+    from train.run import RunConfig, load_config
+    cfg = RunConfig(**load_config(recipe))
+    assert isinstance(cfg.model, Any2PointConfig) and cfg.name and cfg.name in cfg.output_dir
+    if cfg.dataset in ("scanobjectnn", "modelnet40"):  # the paper recipes carry the official structure
+        assert cfg.model.tokenizer == "pointpn" and cfg.model.guided_mode == "full" and cfg.resample

@@ -242,3 +242,29 @@ def test_compare_runs_reevaluates_best_and_last_checkpoints(tmp_path, meshes):
     (out / "last.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(Exception):
         compare_runs.test_correct(out, checkpoint="last")
+
+
+def test_official_recipe_items_resample_and_no_decay_groups(tmp_path, meshes):
+    """resample: each step a fresh subset of an FPS pool (official 1,200 of 2,048 -> 1,024), eval a fixed FPS;
+    decay_all=False: no weight decay on biases, norm weights and the cls token."""
+    from train.augment import resample
+    from train.engine import param_groups
+    pts = torch.rand(2, 300, 3, generator=torch.Generator().manual_seed(0))
+    a = resample(pts, 64, torch.Generator().manual_seed(1))
+    b = resample(pts, 64, torch.Generator().manual_seed(2))
+    assert a.shape == (2, 64, 3) and not torch.equal(a, b)
+    member = (a[0][:, None, :] == pts[0][None]).all(-1).any(-1)
+    assert member.all()  # every resampled point is a point of the cloud
+    assert torch.equal(resample(pts, 64, train=False), resample(pts, 64, train=False))
+    from tests.tiny import tiny_model
+    m = tiny_model()
+    groups = param_groups(m, 0.05, decay_all=False)
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
+    assert all(p.dim() >= 2 for p in groups[0]["params"]) and any(p is m.cls_token for p in groups[1]["params"])
+    assert sum(p.numel() for g in groups for p in g["params"]) == m.num_trainable()
+    cfg = tmp_path / "r.toml"
+    cfg.write_text("resample = true\ndecay_all = false\n")
+    out, result = train(tmp_path, "--config", str(cfg), "--dataset", "folder", "--data-root", str(meshes),
+                        "--points", "64", "--epochs", "1")
+    training = json.loads((out / "entry/config.json").read_text())["training"]
+    assert training["resample"] is True and training["decay_all"] is False and result["test_n"] == 4

@@ -23,6 +23,22 @@ def augment(points, generator=None, *, scale=(0.9, 1.1), rotate=True, jitter=0.0
     return out
 
 
+RESAMPLE_FROM = 2048  # points a resampling run loads per cloud (ScanObjectNN's and our builds' size)
+
+
+@torch.no_grad()
+def resample(points, n, generator=None, *, train=True):
+    """(B, P, 3) -> (B, n, 3), the official per-step resampling. Training: FPS down to n * 1200 / 1024 points, then a
+    random n of them, a new subset at every step; eval (train=False): the FPS n points, the same every time."""
+    from core.points import farthest_point_sample, gather
+    if not train:
+        return gather(points, farthest_point_sample(points, n))
+    pool = min(points.shape[1], round(n * 1200 / 1024))
+    sub = gather(points, farthest_point_sample(points, pool))
+    pick = torch.stack([torch.randperm(pool, generator=generator)[:n] for _ in range(points.shape[0])])
+    return gather(sub, pick.to(points.device))
+
+
 @torch.no_grad()
 def vote_logits(model, points, votes=10, seed=0):
     """Test-time voting: mean logits over `votes` augmented passes (the first pass is the unaugmented cloud)."""

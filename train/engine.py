@@ -15,13 +15,22 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from train.augment import augment, vote_logits
+from train.augment import augment, resample, vote_logits
 
 CKPT = "last.pt"
 
 
 class TrainError(RuntimeError):
     """A one-line problem with the run's inputs (a config, a checkpoint, a dataset)."""
+
+
+def param_groups(model, weight_decay, decay_all=True):
+    """AdamW groups: every trainable tensor decayed, or (decay_all=False) only matrices and tables (>= 2 dims)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if decay_all:
+        return [dict(params=params, weight_decay=weight_decay)]
+    return [dict(params=[p for p in params if p.dim() >= 2], weight_decay=weight_decay),
+            dict(params=[p for p in params if p.dim() < 2], weight_decay=0.0)]
 
 
 def cosine_with_warmup(optimizer, warmup_steps, total_steps):
@@ -39,11 +48,13 @@ def collate(batch):
 
 
 @torch.no_grad()
-def evaluate(model, loader, accelerator, num_classes, votes=1):
+def evaluate(model, loader, accelerator, num_classes, votes=1, resample_to=None):
     """-> dict(acc, mean_class_acc, n) over the whole loader (gathered across processes)."""
     model.eval()
     preds, targets = [], []
     for pts, y in loader:
+        if resample_to:
+            pts = resample(pts, resample_to, train=False)
         logits = vote_logits(model, pts, votes) if votes > 1 else model(pts)
         p, t = accelerator.gather_for_metrics((logits.argmax(-1), y))
         preds.append(p.cpu())
@@ -61,8 +72,14 @@ def peak_memory_mb(device):
 
 
 def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, warmup_epochs=10,
-        grad_clip=10.0, seed=0, votes=10, resume=False, limit_batches=None, accelerator=None, log_every=0):
+        grad_clip=10.0, seed=0, votes=10, resume=False, limit_batches=None, accelerator=None, log_every=0,
+        decay_all=True, resample_to=None, rotate=True):
     """Train `model` (an Any2Point) on datasets {"train", "val", "test"}; returns the result dict.
+
+    decay_all=False is the official recipe: no weight decay on biases, norm weights and the cls token / position
+    (every trainable tensor of fewer than 2 dims). resample_to=n: the datasets give larger clouds, and every
+    training step takes a fresh subset of n (augment.resample), val and test an FPS n. rotate: the training
+    augmentation's random rotation about the up axis.
 
     out_dir receives last.pt (resume checkpoint), best.pt (best-on-val trainable state), log.csv, tb/ and result.json.
     """
@@ -76,7 +93,7 @@ def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, 
     num_classes = len(model.labels)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, weight_decay, decay_all), lr=lr)
     train_len = len(datasets["train"])
     # per process: each sees 1/num_processes of the batches
     steps_per_epoch = max(1, (train_len // batch_size if train_len >= batch_size else 1) // acc.num_processes)
@@ -133,8 +150,10 @@ def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, 
         for step, (pts, y) in enumerate(bar):
             if step >= steps_per_epoch:
                 break
+            if resample_to:
+                pts = resample(pts, resample_to, g_aug)
             with acc.autocast():
-                logits = model(augment(pts, g_aug))
+                logits = model(augment(pts, g_aug, rotate=rotate))
                 loss = F.cross_entropy(logits.float(), y)
             optimizer.zero_grad(set_to_none=True)
             acc.backward(loss)
@@ -147,7 +166,7 @@ def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, 
             correct += (logits.argmax(-1) == y).sum().item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
         seconds = time.perf_counter() - t0
-        val = evaluate(model, acc.prepare(loader("val", False)), acc, num_classes)
+        val = evaluate(model, acc.prepare(loader("val", False)), acc, num_classes, resample_to=resample_to)
         row = dict(epoch=epoch + 1, train_loss=loss_sum / max(1, seen), train_acc=correct / max(1, seen),
                    val_acc=val["acc"], val_mean_class_acc=val["mean_class_acc"],
                    lr=scheduler.get_last_lr()[0], seconds=seconds, clouds_per_s=seen / max(seconds, 1e-9),
@@ -176,8 +195,9 @@ def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, 
     best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
     raw.load_trainable_state_dict(best)
     test_loader = acc.prepare(loader("test", False))
-    test = evaluate(model, test_loader, acc, num_classes)
-    test_vote = evaluate(model, test_loader, acc, num_classes, votes=votes) if votes > 1 else test
+    test = evaluate(model, test_loader, acc, num_classes, resample_to=resample_to)
+    test_vote = evaluate(model, test_loader, acc, num_classes, votes=votes, resample_to=resample_to) \
+        if votes > 1 else test
     hist = state["history"]
     result = dict(best_epoch=state["best_epoch"], val_acc=state["best_val"], test_acc=test["acc"],
                   test_mean_class_acc=test["mean_class_acc"], test_acc_vote=test_vote["acc"],

@@ -39,6 +39,9 @@ class RunConfig:
     batch_size: int = 32
     lr: float = 5e-4
     weight_decay: float = 0.05
+    decay_all: bool = True  # also decay biases, norm weights and the cls token (False: the official recipe)
+    resample: bool = False  # official: each step FPS to 1.17 x points then a random `points`; test on an FPS `points`
+    rotate: bool = True  # training augmentation: random rotation about the up axis (ModelNet40 recipe: off)
     warmup_epochs: int = 10
     grad_clip: float = 10.0
     seed: int = 0
@@ -148,19 +151,21 @@ FOLDED = ("sh3d", "kicad33")  # the built benchmarks: a default split and 5 cros
 def build_datasets(cfg):
     """-> {"train", "val", "test"} datasets and the class names. Datasets without a val split get one carved
     deterministically (10% of train, fixed seed) so test never selects a checkpoint."""
+    from train.augment import RESAMPLE_FROM
     from train.data import DATASETS, DatasetError
     cls = DATASETS[cfg.dataset]
     root = cfg.data_root
+    points = RESAMPLE_FROM if cfg.resample else cfg.points  # resampling runs load the whole cloud
     try:
         if cfg.dataset == "scanobjectnn":
-            make = lambda split: cls(root, split, variant=cfg.variant_data, num_points=cfg.points)  # noqa: E731
+            make = lambda split: cls(root, split, variant=cfg.variant_data, num_points=points)  # noqa: E731
         elif cfg.dataset == "modelnet40":
             fmt = cfg.variant_data if cfg.variant_data in ("auto", "resampled", "hdf5") else "auto"
-            make = lambda split: cls(root, split, num_points=cfg.points, format=fmt)  # noqa: E731
+            make = lambda split: cls(root, split, num_points=points, format=fmt)  # noqa: E731
         elif cfg.dataset in FOLDED:
-            make = lambda split: cls(root, split, num_points=cfg.points, fold=cfg.fold)  # noqa: E731
+            make = lambda split: cls(root, split, num_points=points, fold=cfg.fold)  # noqa: E731
         else:
-            make = lambda split: cls(root, split, num_points=cfg.points)  # noqa: E731
+            make = lambda split: cls(root, split, num_points=points)  # noqa: E731
         train, test = make("train"), make("test")
         val = make("val") if cfg.dataset in ("folder", *FOLDED) else None
     except (DatasetError, ValueError) as err:
@@ -196,7 +201,8 @@ def export_entry(cfg, model, info, result, datasets, out_dir):
     """Write the zoo entry into out_dir/entry through the zoo's one save function."""
     from zoo.registry import save_model
     training = dict(dataset=cfg.dataset, points=cfg.points, epochs=cfg.epochs,
-                    batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                    batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay, decay_all=cfg.decay_all,
+                    resample=cfg.resample, rotate=cfg.rotate,
                     warmup_epochs=cfg.warmup_epochs, grad_clip=cfg.grad_clip, seed=cfg.seed, votes=cfg.votes,
                     limit_batches=cfg.limit_batches, device=result["device"],
                     train_seconds=round(result["train_seconds"], 1), clouds_per_s=round(result["clouds_per_s"], 2),
@@ -251,7 +257,8 @@ def main(argv=None):
         result = fit(model, datasets, out_dir=out, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                      weight_decay=cfg.weight_decay, warmup_epochs=min(cfg.warmup_epochs, max(0, cfg.epochs - 1)),
                      grad_clip=cfg.grad_clip, seed=cfg.seed, votes=cfg.votes, resume=args.resume,
-                     limit_batches=cfg.limit_batches, accelerator=acc)
+                     limit_batches=cfg.limit_batches, accelerator=acc, decay_all=cfg.decay_all,
+                     resample_to=cfg.points if cfg.resample else None, rotate=cfg.rotate)
     except TrainError as err:
         raise SystemExit(f"error: {err}")
     if acc.is_main_process:

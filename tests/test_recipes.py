@@ -1,0 +1,67 @@
+"""The faithful options through the config: the paper recipe's budget, and the model's invariants with them on."""
+import pytest
+import torch
+
+from core import Any2Point, Any2PointConfig, ConfigError
+from tests.tiny import TINY, tiny_model
+
+# tiny sizes of the faithful options (a 2-stage Point-PN, the full-width guided adapter, tilted 1D views)
+FAITHFUL = dict(tokenizer="pointpn", k=8, pointpn_stages=(64,), pointpn_embed_dim=8, pointpn_widths=(16, 32),
+                pointpn_hidden=(8, 8), pointpn_blocks=(1, 1), guided_mode="full", guided_dim=6, guided_heads=3,
+                views_1d="tilted", adapter_dropout=0.1)
+
+
+def clouds(b, n=256, seed=0):
+    return torch.rand(b, n, 3, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_paper_recipe_budget_at_width_768():
+    """The paper's vision recipe (official Point-PN, full-width guided adapter, adapter dim 8) on a 768-wide,
+    12-block ViT, 15 classes."""
+    import timm
+    vit = timm.create_model("vit_base_patch14_dinov2", pretrained=False, img_size=56, num_classes=0)
+    m = Any2Point(vit, 15, config=Any2PointConfig(tokenizer="pointpn", k=64, guided_mode="full", adapter_dim=8,
+                                                  adapter_dropout=0.1, guided_scale=0.7))
+    tok = sum(p.numel() for p in m.tokenizer.parameters())
+    total = m.num_trainable()
+    print(f"paper recipe at C=768, 12 blocks, 15 classes: tokenizer {tok:,}, trainable {total:,}, "
+          f"backbone {m.num_backbone():,}")
+    assert tok >= 200_000 and total <= 1_300_000
+
+
+@pytest.mark.parametrize("family", ["timm-dinov2", "bert", "whisper"])  # 2D pre-LN, 1D post-LN, 1D pre-LN
+def test_faithful_model_trains_every_new_part(family):
+    m = tiny_model(family, **FAITHFUL).train()
+    torch.nn.functional.cross_entropy(m(clouds(3)), torch.tensor([0, 1, 2])).backward()
+    dead = [n for n, p in m.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().any())]
+    assert not dead, dead
+    assert not any(p.requires_grad for p in m.backbone.parameters())
+
+
+@pytest.mark.parametrize("family", ["timm-dinov2", "bert"])
+def test_faithful_model_is_batch_independent_and_order_invariant(family):
+    m = tiny_model(family, **FAITHFUL).eval()
+    x = clouds(3)
+    with torch.no_grad():
+        batch = m(x)
+        alone = m(x[:1])
+        shuffled = m(x[:, torch.randperm(x.shape[1], generator=torch.Generator().manual_seed(1))])
+    assert (alone[0] - batch[0]).abs().max().item() <= 1e-4
+    assert (shuffled - batch).abs().max().item() <= 1e-4
+
+
+def test_faithful_model_round_trips_through_its_saved_config():
+    m = tiny_model("whisper", **FAITHFUL).eval()
+    torch.manual_seed(0)  # the same random tiny backbone tiny_model built
+    again = Any2Point(TINY["whisper"](), 3, config=Any2PointConfig.from_dict(m.config.to_dict()))
+    again.load_trainable_state_dict(m.trainable_state_dict())
+    again.eval()
+    x = clouds(2)
+    with torch.no_grad():
+        assert torch.equal(m(x), again(x))
+
+
+def test_pointpn_stage_lists_must_agree():
+    with pytest.raises(ConfigError, match=r"pointpn_widths needs one value per Point-PN stage \(2"):
+        Any2PointConfig(pointpn_stages=(64,), pointpn_widths=(16, 32, 64), pointpn_hidden=(8, 8),
+                        pointpn_blocks=(1, 1))
