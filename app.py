@@ -15,6 +15,7 @@ import gradio as gr
 import numpy as np
 from matplotlib.figure import Figure  # not pyplot: its global figure state is not safe across queue workers
 
+from core.points import reorient
 from zoo import (SUPPORTED_EXTENSIONS, ModelUnavailable, PointCloudError, list_models, load_model, read_points,
                  write_points)
 from zoo.registry import DEFAULTS
@@ -30,6 +31,14 @@ HERE = Path(__file__).parent
 MODALITIES = ("vision", "language", "audio")
 MAX_UPLOAD_MB = 50  # a 5M-point float32 .npy (60 MB) is refused; a 1M-point one is read and downsampled
 MAX_POINTS = 200_000  # larger clouds are randomly downsampled (fixed seed) before anything else
+# every upload is read in a worker process that is stopped after READ_TIMEOUT_S and cannot allocate more than
+# READ_MEMORY_MB; read_points also refuses, before allocating, any file declaring more than it holds or over
+# MAX_FILE_POINTS points / MAX_MESH_ELEMENTS mesh vertices or faces (the worst 50 MiB mesh needs ~700 MB, see
+# benchmarks/hostile_alloc.py)
+READ_TIMEOUT_S = 30
+READ_MEMORY_MB = 1536
+MAX_FILE_POINTS = 10_000_000
+MAX_MESH_ELEMENTS = 2_000_000
 NONE = "(none)"
 CONCURRENCY = 2  # requests the queue runs at once; more would only queue up for the same CPU cores
 EXAMPLES = sorted(str(p.relative_to(HERE)) for p in (HERE / "examples").glob("*.ply"))
@@ -41,15 +50,21 @@ _MODEL_LOCKS = defaultdict(threading.Lock)
 _CLOUD_DIR, _CLOUD_SLOTS = Path(tempfile.mkdtemp(prefix="any2point-cloud-")), itertools.count()
 
 
+UP_CHOICES = [("y up (the zoo's convention)", "y"), ("z up (CAD, scanners)", "z"), ("auto (each model picks)", "auto")]
+
+
 def choices(modality):
-    return [r["name"] for r in list_models(modality) if r["available"]] + [NONE]
+    """Trained entries that run here: a recipe (untrained entry) is listed in the zoo table, never offered."""
+    return [r["name"] for r in list_models(modality) if r["available"] and r["trained"]] + [NONE]
 
 
 def zoo_table():
     """Every registry entry with whether it runs here and why not, so missing entries are explained, not hidden."""
     rows = ["| entry | modality | backbone | state |", "|---|---|---|---|"]
     for r in list_models():
-        state = ("trained" if r["trained"] else "untrained (random adapter)") if r["available"] else r["reason"]
+        state = "trained" if r["available"] else r["reason"]
+        if r["recipe"]:  # listed so it can be trained; never in the pickers
+            state = f"recipe, not a trained model: `{r['train_command']}`" + ("" if r["available"] else f"; {state}")
         rows.append(f"| `{r['name']}` | {r['modality']} | `{r['backbone']}` | {state} |")
     return "\n".join(rows)
 
@@ -60,7 +75,9 @@ def read_upload(path):
         raise gr.Error("Upload a point cloud or mesh first.")
     path = Path(path)
     try:
-        return read_points(path, num_points=2048, max_points=MAX_POINTS, max_bytes=MAX_UPLOAD_MB * 2**20)
+        return read_points(path, num_points=2048, max_points=MAX_POINTS, max_bytes=MAX_UPLOAD_MB * 2**20,
+                           max_elements=MAX_FILE_POINTS, max_mesh_elements=MAX_MESH_ELEMENTS,
+                           timeout_s=READ_TIMEOUT_S, max_memory_mb=READ_MEMORY_MB)
     except PointCloudError as err:
         raise gr.Error(str(err))
     except OSError as err:
@@ -74,37 +91,49 @@ def get_model(name):
         raise gr.Error(str(err.args[0] if err.args else err))
 
 
+def check_up(up):
+    up = up or "y"
+    if up not in ("y", "z", "auto"):
+        raise gr.Error(f"Unknown up axis {up!r}: use y, z or auto.")
+    return up
+
+
 @gpu
-def classify(points, names):
-    """-> {entry: (probs, latency_ms)}. Returns plain data only: under ZeroGPU this runs in a worker process and
-    its result is pickled back, so models stay in the cache rather than travelling."""
+def classify(points, names, up="y"):
+    """-> {entry: (probs, latency_ms, up axis used)}. Returns plain data only: under ZeroGPU this runs in a worker
+    process and its result is pickled back, so models stay in the cache rather than travelling."""
     out = {}
     for name in names:
         model = get_model(name)
         with _MODEL_LOCKS[name]:
             t = time.perf_counter()
-            probs = model.predict(points)
-            out[name] = (probs, (time.perf_counter() - t) * 1e3)
+            probs, used = model.predict_batch([points], up=up, with_up=True)[0]
+            out[name] = (probs, (time.perf_counter() - t) * 1e3, used)
     return out
 
 
-def card(name, model, ms):
-    """One result card: entry, whether its adapter was trained, latency and the parameter budget."""
+def card(name, model, ms, up=None):
+    """One result card: entry, whether its adapter was trained, latency, the up axis "auto" chose (if it was
+    asked to) and the parameter budget."""
     state = "trained" if model.trained else "untrained (random adapter): its guesses mean nothing yet"
-    return (f"**{name}**  \n{state} · {ms:.0f} ms · trainable {model.num_trainable():,} / backbone "
+    chose = f" · read as {up} up (auto)" if up else ""
+    return (f"**{name}**  \n{state} · {ms:.0f} ms{chose} · trainable {model.num_trainable():,} / backbone "
             f"{model.num_backbone():,} parameters")
 
 
-def predict(file, vision=DEFAULTS["vision"], language=DEFAULTS["language"], audio=DEFAULTS["audio"]):
-    """API: uploaded file (+ optional entry names per modality) -> {entry name: {label: probability}}."""
+def predict(file, vision=DEFAULTS["vision"], language=DEFAULTS["language"], audio=DEFAULTS["audio"], up="y"):
+    """API: uploaded file (+ optional entry names per modality, + the file's up axis: y, z or auto) ->
+    {entry name: {label: probability}}."""
     names = [n for n in (vision, language, audio) if n and n != NONE]
     if not names:
         raise gr.Error("Pick at least one zoo entry.")
-    return {name: probs for name, (probs, _) in classify(read_upload(file), names).items()}
+    up = check_up(up)
+    return {name: probs for name, (probs, *_) in classify(read_upload(file), names, up).items()}
 
 
-def compare(file, vision, language, audio, progress=gr.Progress()):
+def compare(file, vision, language, audio, up="y", progress=gr.Progress()):
     """UI: labels, a card per modality, the normalised cloud in 3D and what each model saw."""
+    up = check_up(up)
     points = read_upload(file)
     picked = dict(zip(MODALITIES, (vision, language, audio)))
     for i, (modality, name) in enumerate(picked.items()):
@@ -112,7 +141,7 @@ def compare(file, vision, language, audio, progress=gr.Progress()):
             progress((i, 3), desc=f"loading {name}")
             get_model(name)  # first use loads (cached afterwards), so the progress bar says why it waits
     progress((3, 3), desc="classifying")
-    results = classify(points, [n for n in picked.values() if n and n != NONE])
+    results = classify(points, [n for n in picked.values() if n and n != NONE], up)
     labels, cards = [], []
     for modality in MODALITIES:
         name = picked[modality]
@@ -120,10 +149,13 @@ def compare(file, vision, language, audio, progress=gr.Progress()):
             labels.append(None)
             cards.append(f"**{modality}**: not selected")
             continue
-        probs, ms = results[name]
+        probs, ms, used = results[name]
         labels.append(probs)
-        cards.append(card(name, get_model(name), ms))
-    return (*labels, *cards, cloud_view(points), views_figure(points, list(results)))
+        cards.append(card(name, get_model(name), ms, used if up == "auto" else None))
+    # the 3D view shows the cloud the way the (first) model read it: y up, as the viewer expects
+    shown = next(iter(results.values()))[2] if results else "y"
+    return (*labels, *cards, cloud_view(reorient(points, shown)),
+            views_figure(points, {n: r[2] for n, r in results.items()}))
 
 
 def cloud_view(points):
@@ -135,14 +167,17 @@ def cloud_view(points):
 
 
 def views_figure(points, names):
-    """Per entry: the six virtual views (2D image plane or 1D strip) with token centres coloured by their
-    guided-adapter cell, and the mean view weights of the last block."""
+    """Per entry (names: a list, or {name: the up axis its cloud is read in}): the six virtual views (2D image
+    plane or 1D strip) with token centres coloured by their guided-adapter cell, and the mean view weights of the
+    last block."""
+    ups = names if isinstance(names, dict) else {}
+    names = list(names)
     fig = Figure(figsize=(15, 2.3 * len(names) + 0.3))
     axes = fig.subplots(len(names), 7, squeeze=False, gridspec_kw=dict(width_ratios=[1] * 6 + [1.3]))
     for r, name in enumerate(names):
         model = get_model(name)
         with _MODEL_LOCKS[name]:
-            e = model.explain(points)
+            e = model.explain(points, up=ups.get(name))
         coords, cells = e["coords"].numpy(), e["cells"].numpy()
         for v in range(coords.shape[0]):
             ax = axes[r, v]
@@ -207,6 +242,8 @@ with gr.Blocks(title="Any2Point zoo", delete_cache=(3600, 3600)) as demo:
     with gr.Row():
         with gr.Column(scale=1):
             upload = gr.File(label="point cloud or mesh", file_types=list(SUPPORTED_EXTENSIONS), type="filepath")
+            up_axis = gr.Radio(UP_CHOICES, value="y", label="up axis of the file",
+                               info="the entries were trained y up; z-up files read as y up get chance accuracy")
             pickers = [gr.Dropdown(choices(m), value=DEFAULTS[m], label=f"{m} entry") for m in MODALITIES]
             button = gr.Button("Compare", variant="primary")
             if EXAMPLES:
@@ -225,10 +262,10 @@ with gr.Blocks(title="Any2Point zoo", delete_cache=(3600, 3600)) as demo:
     gr.Markdown("**What each model saw**: its six virtual views (2D image plane or 1D positions), token centres "
                 "coloured by guided-adapter cell, and the mean per-view weights of the last block.")
     plot = gr.Plot(label="what each model saw", show_label=False)
-    button.click(compare, [upload, *pickers], [*labels, *cards, view3d, plot], api_name="compare")
+    button.click(compare, [upload, *pickers, up_axis], [*labels, *cards, view3d, plot], api_name="compare")
     api_out = gr.JSON(label="probabilities", visible=False)
     api_button = gr.Button(visible=False)
-    api_button.click(predict, [upload, *pickers], api_out, api_name="predict")
+    api_button.click(predict, [upload, *pickers, up_axis], api_out, api_name="predict")
 
 demo.queue(default_concurrency_limit=CONCURRENCY, max_size=32)
 

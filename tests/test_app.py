@@ -143,3 +143,53 @@ def test_concurrent_comparisons_of_the_same_entry(client):
     for job in jobs:
         out = job.result(timeout=300)
         assert out[2]["label"] in app.get_model(WHISPER).labels and "ms" in out[5]
+
+
+def test_up_axis_input_turns_a_z_up_upload_back(client, tmp_path):
+    """The API's last, optional input: a z-up file with up="z" gets the y-up file's probabilities; without it the
+    old calls (above) still work and read files y up."""
+    from core.points import reorient
+    from zoo.files import read_points
+    cloud = read_points(app.HERE / "examples" / "sofa.ply", num_points=2048)
+    np.save(tmp_path / "y.npy", cloud)
+    np.save(tmp_path / "z.npy", reorient(cloud, "y", to="z"))
+    entries = (app.NONE, app.NONE, WHISPER)
+    y_up = client.predict(handle_file(str(tmp_path / "y.npy")), *entries, api_name="/predict")
+    told = client.predict(handle_file(str(tmp_path / "z.npy")), *entries, "z", api_name="/predict")
+    untold = client.predict(handle_file(str(tmp_path / "z.npy")), *entries, api_name="/predict")
+    assert told == y_up and untold != y_up
+    out = client.predict(handle_file(str(tmp_path / "z.npy")), *entries, "auto", api_name="/compare")
+    assert "up (auto)" in out[5]
+    with pytest.raises(Exception, match="sideways"):  # Gradio's own check of the radio's choices
+        client.predict(handle_file(str(tmp_path / "y.npy")), *entries, "sideways", api_name="/predict")
+    assert app.check_up(None) == "y"
+    with pytest.raises(app.gr.Error, match="Unknown up axis"):  # and ours, for callers of predict() in Python
+        app.check_up("sideways")
+
+
+def test_recipes_are_not_in_the_pickers():
+    offered = {name for m in app.MODALITIES for name in app.choices(m)}
+    for row in app.list_models():
+        assert (row["name"] in offered) == (row["trained"] and row["available"])
+
+
+def test_an_upload_over_the_read_bounds_gets_one_line_and_the_next_succeeds(client, tmp_path, monkeypatch):
+    """Reading runs in a worker with a deadline and a memory cap: over either, one line; the app keeps serving."""
+    slow = tmp_path / "slow.xyz"
+    np.savetxt(slow, np.random.default_rng(0).normal(size=(400_000, 3)), fmt="%.6f")  # ~11 MB: seconds to parse
+    big = tmp_path / "big.npy"
+    np.save(big, np.random.default_rng(1).normal(size=(2_000_000, 3)).astype(np.float32))  # 24 MB to hold
+    for name, value, path, phrase in [("READ_TIMEOUT_S", 0.2, slow, "took more than 0.2 s"),
+                                      ("READ_MEMORY_MB", 16, big, "memory")]:
+        monkeypatch.setattr(app, name, value)
+        with pytest.raises(Exception) as err:
+            predict(client, path)
+        message = str(err.value)
+        assert phrase in message and "Traceback" not in message and len(message) < 400, message
+        monkeypatch.undo()
+        assert_probs(predict(client, path), [WHISPER])  # the same file within the normal bounds
+    hostile = tmp_path / "declares.pcd"
+    hostile.write_bytes(b"FIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nPOINTS 1000000000\nDATA binary\n" + bytes(36))
+    with pytest.raises(Exception, match="declares 1000000000 points but holds 3"):
+        predict(client, hostile)
+    assert_probs(predict(client, write_format(tmp_path, ".ply")), [WHISPER])

@@ -41,7 +41,7 @@ def test_list_models_reports_every_entry_and_why():
 
 def test_unavailable_entry_is_a_clear_error():
     with pytest.raises(ModelUnavailable, match="unavailable: .*revision|unavailable: .*cache"):
-        load_model("any2point-vision-dinov2b-scanobjectnn")
+        load_model("any2point-vision-dinov2b-scanobjectnn", allow_untrained=True)
     with pytest.raises(KeyError, match="no zoo entry"):
         load_model("no-such-model")
 
@@ -131,7 +131,7 @@ def test_cli_list_and_info():
     env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "zoo", "list"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert out.returncode == 0 and all(e.name in out.stdout for e in ENTRIES)
-    assert "unavailable" in out.stdout
+    assert "recipe" in out.stdout and "python train/run.py --config train/configs/scanobjectnn_ast.toml" in out.stdout
     info = subprocess.run([sys.executable, "-m", "zoo", "info", DEFAULTS["vision"]], capture_output=True, text=True,
                           env=env, cwd=ROOT)
     assert info.returncode == 0 and json.loads(info.stdout)["backbone"] == "packaged:dinov2-s14"
@@ -168,3 +168,171 @@ def test_untrained_recipe_labels_come_from_the_dataset_loader():
     from train.data.sh3d import CLASSES as SH3D_CLASSES
     for name in DEFAULTS.values():  # the shipped entries' artifacts and the SweetHome3D loader agree
         assert entry_labels(get_entry(name)) == SH3D_CLASSES and "kitchen appliance" in SH3D_CLASSES
+
+
+# --- recipes are not models ----------------------------------------------------------------------------------------
+def test_a_recipe_is_listed_with_its_command_and_refused_by_load_model():
+    rows = {r["name"]: r for r in zoo.list_models()}
+    for name in DEFAULTS.values():
+        assert rows[name]["trained"] and not rows[name]["recipe"] and rows[name]["train_command"] is None
+    ast = rows["any2point-audio-ast-scanobjectnn"]
+    assert ast["recipe"] and ast["train_command"] == "python train/run.py --config train/configs/scanobjectnn_ast.toml"
+    # no config file names this one: the command is built from its dataset and backbone
+    clipb = rows["any2point-language-clipb-scanobjectnn"]["train_command"]
+    assert "--backbone hf-text:openai/clip-vit-base-patch32" in clipb and "--dataset scanobjectnn" in clipb
+    with pytest.raises(ModelUnavailable) as err:
+        load_model("any2point-audio-ast-scanobjectnn")
+    message = str(err.value)
+    assert message.startswith("any2point-audio-ast-scanobjectnn is a recipe, not a trained model: train it with "
+                              "python train/run.py --config train/configs/scanobjectnn_ast.toml")
+    assert "\n" not in message
+
+
+def test_a_recipe_whose_backbone_is_here_still_is_not_a_model(monkeypatch):
+    """The case the app got wrong: an untrained entry over a backbone that builds here."""
+    from dataclasses import replace
+    from zoo import registry
+    recipe = replace(registry.BY_NAME[DEFAULTS["language"]], name="recipe-minilm", artifact=None)
+    monkeypatch.setitem(registry.BY_NAME, recipe.name, recipe)
+    monkeypatch.setattr(registry, "ENTRIES", [*registry.ENTRIES, recipe])
+    row = {r["name"]: r for r in registry.list_models()}[recipe.name]
+    assert row["available"] and row["recipe"] and "train it with python train/run.py" in row["reason"]
+    with pytest.raises(ModelUnavailable, match="recipe-minilm is a recipe, not a trained model"):
+        load_model(recipe.name)
+    m = load_model(recipe.name, allow_untrained=True)
+    assert not m.trained and m.labels and m.up == "y"
+    with pytest.raises(ModelUnavailable, match="is a recipe"):  # the cached model is not handed out either
+        load_model(recipe.name)
+    import app
+    monkeypatch.setattr(app, "list_models", registry.list_models)
+    assert recipe.name not in app.choices("language") and DEFAULTS["language"] in app.choices("language")
+    assert recipe.name in app.zoo_table()
+
+
+# --- the up axis ---------------------------------------------------------------------------------------------------
+def test_up_rotation_is_the_kicad_builders():
+    from core.points import UP_AXES, reorient, up_rotation
+    from train.data.kicad import Z_UP_TO_Y_UP
+    assert np.array_equal(up_rotation("z"), Z_UP_TO_Y_UP)
+    p = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    assert np.array_equal(reorient(p, "z"), np.stack([p[:, 0], p[:, 2], -p[:, 1]], 1))  # (x, y, z) -> (x, z, -y)
+    for up in UP_AXES:
+        r = up_rotation(up)
+        assert np.isclose(np.linalg.det(r), 1) and np.array_equal(reorient(p, up), (p @ r.T).astype(np.float32))
+        assert np.array_equal(reorient(reorient(p, "y", to=up), up), p)  # exact both ways
+        assert torch.equal(reorient(torch.from_numpy(p), up), torch.from_numpy(reorient(p, up)))
+    with pytest.raises(ValueError, match="unknown up axis 'w'"):
+        reorient(p, "w")
+
+
+def test_upright_prior_prefers_an_object_standing_on_its_base():
+    """A cone on its base (wide bottom, narrow top) scores highest upright: above lying on its side, above upside
+    down. The quarter turn that "auto" averages over is exact and turns about y."""
+    import math
+    from core.points import UP_AXES, quarter_turn, reorient, upright_prior
+    g = torch.Generator().manual_seed(0)
+    h, a = torch.rand(2000, generator=g) * 2, torch.rand(2000, generator=g) * 2 * math.pi
+    side = torch.stack([(1 - h / 2) * a.cos(), h, (1 - h / 2) * a.sin()], 1)
+    r, b = torch.rand(500, generator=g).sqrt(), torch.rand(500, generator=g) * 2 * math.pi
+    cone = torch.cat([side, torch.stack([r * b.cos(), torch.zeros(500), r * b.sin()], 1)])
+    score = {up: upright_prior(reorient(cone, up)[None]).item() for up in UP_AXES}
+    assert max(score, key=score.get) == "y" and score["-y"] == min(score.values())
+    assert torch.equal(quarter_turn(cone, 4), cone) and torch.equal(quarter_turn(cone)[:, 1], cone[:, 1])
+    assert torch.allclose(upright_prior(quarter_turn(cone)[None]), upright_prior(cone[None]))
+
+
+def test_committed_entries_declare_y_up():
+    for name in DEFAULTS.values():
+        m = load_model(name)
+        assert m.info.artifact["up"] == "y" and m.up == "y"
+
+
+def test_up_z_on_a_z_up_cloud_is_the_y_up_prediction_exactly(bunny):
+    from core.points import reorient
+    m = load_model(DEFAULTS["audio"])
+    z_up = reorient(bunny, "y", to="z")
+    assert m.predict(z_up, up="z") == m.predict(bunny)
+    assert m.predict(z_up) != m.predict(bunny)  # read as y up it is another cloud
+    assert np.array_equal(m.embed(z_up, up="z"), m.embed(bunny))
+    both = m.predict_batch([bunny, z_up], up="auto", with_up=True)
+    for (probs, up), cloud in zip(both, (bunny, z_up)):
+        assert up in ("y", "z") and probs == pytest.approx(m.predict(cloud, up=up), abs=1e-5)
+        assert m.detect_up(cloud) == up
+
+
+def test_an_entry_trained_z_up_gets_y_up_clouds_turned():
+    from types import SimpleNamespace
+    from core.points import reorient
+    from tiny import tiny_model
+    m = tiny_model(num_points=256)
+    m.info = SimpleNamespace(up="z", trained=True)
+    p = np.random.default_rng(1).normal(size=(200, 3)).astype(np.float32) * [1, 3, 0.3]
+    assert m.predict(p, up="y") == m.predict(reorient(p, "y", to="z"))  # its own convention: no rotation
+
+
+# --- embeddings and batches ----------------------------------------------------------------------------------------
+def test_embed_is_what_the_head_sees_deterministic_order_invariant_and_discriminative():
+    from tiny import shape_cloud, tiny_model
+    m = tiny_model(num_points=256)
+    g = torch.Generator().manual_seed(0)
+    sphere, cube = shape_cloud("sphere", 200, g), shape_cloud("cube", 200, g)
+    e = m.embed(sphere)
+    assert isinstance(e, np.ndarray) and e.dtype == np.float32 and e.shape == (2 * m.backbone.width,)
+    assert np.array_equal(m.embed(sphere), e)
+    assert np.allclose(m.embed(sphere[torch.randperm(200, generator=g)]), e, atol=1e-5)
+    assert not np.allclose(m.embed(cube), e, atol=1e-2)
+    with torch.no_grad():  # the head on the embedding is the model's logits: one features() for both
+        assert torch.allclose(m.head(torch.from_numpy(e)[None]), m(sphere[None]), atol=1e-5)
+
+
+def test_predict_batch_equals_predict_cloud_by_cloud():
+    from tiny import tiny_model
+    m = tiny_model(num_points=256)
+    rng = np.random.default_rng(2)
+    clouds = [rng.normal(size=(n, 3)).astype(np.float32) for n in (300, 256, 100, 400, 100)]
+    batch = m.predict_batch(clouds, batch_size=2, top_k=2)
+    assert len(batch) == 5 and all(len(b) == 2 for b in batch)
+    for cloud, got in zip(clouds, batch):
+        want = m.predict(cloud, top_k=2)
+        assert list(got) == list(want) and got == pytest.approx(want, abs=1e-5)
+    assert m.predict_batch([]) == []
+
+
+# --- threads on a busy machine -------------------------------------------------------------------------------------
+def test_thread_policy_small_forwards_use_one_thread_and_restore(monkeypatch):
+    import core.model
+    from tiny import tiny_model
+    m = tiny_model(num_points=256)
+    seen = []
+    m.tokenizer.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))  # every forward's start
+    cloud = np.random.default_rng(0).normal(size=(256, 3)).astype(np.float32)
+    before = torch.get_num_threads()
+    monkeypatch.delenv("ANY2POINT_TORCH_THREADS", raising=False)
+    try:
+        torch.set_num_threads(3)
+        m.predict(cloud)
+        m.embed(cloud)
+        m.predict_batch([cloud] * 3)
+        assert seen == [1, 1, 1] and torch.get_num_threads() == 3
+        monkeypatch.setattr(core.model, "SMALL_FORWARD", 512)  # a batch above the threshold: torch's own count
+        m.predict_batch([cloud] * 3)
+        assert seen[-1] == 3
+        monkeypatch.setattr(core.model, "INFERENCE_THREADS", 2)  # the module-level setting pins every size
+        m.predict(cloud)
+        assert seen[-1] == 2 and torch.get_num_threads() == 3
+        monkeypatch.setattr(core.model, "INFERENCE_THREADS", None)
+        monkeypatch.setenv("ANY2POINT_TORCH_THREADS", "2")
+        m.predict(cloud)
+        assert seen[-1] == 2 and torch.get_num_threads() == 3
+        monkeypatch.setenv("ANY2POINT_TORCH_THREADS", "many")
+        with pytest.raises(ValueError, match="ANY2POINT_TORCH_THREADS must be a whole number"):
+            m.predict(cloud)
+        monkeypatch.delenv("ANY2POINT_TORCH_THREADS")
+        with pytest.raises(ValueError):  # an error inside the forward restores the count too
+            m.predict(np.zeros((10, 2), dtype=np.float32))
+        m.head.register_forward_hook(lambda *_: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            m.predict(cloud)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)

@@ -6,6 +6,7 @@ zoo/checkpoints/ or a Hub repo at a 40-hex commit). Adding an entry = adding one
 import importlib
 import json
 import threading
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,9 @@ CHECKPOINTS = Path(__file__).parent / "checkpoints"
 # an entry's dataset -> the loader module whose CLASSES is that dataset's class list (the one place it is written).
 # Only recipes (untrained entries) need it, so serving trained entries never imports the trainer.
 DATASET_LOADERS = {"sh3d": "train.data.sh3d", "scanobjectnn-pb-t50-rs": "train.data.scanobjectnn"}
+# a recipe without a config file in train/configs/ is trained from flags: an entry's dataset -> train/run.py's flags
+DATASET_FLAGS = {"sh3d": "--dataset sh3d", "scanobjectnn-pb-t50-rs": "--dataset scanobjectnn --variant-data PB_T50_RS"}
+TRAIN_CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,11 @@ class ModelInfo:
         return self.entry.modality if self.entry else (self.artifact or {}).get("modality")
 
     @property
+    def up(self):
+        """The up axis of the clouds the entry was trained on (config.json "up"; every loader here is y-up)."""
+        return (self.artifact or {}).get("up") or "y"
+
+    @property
     def backbone_name(self):
         """A short display name of the backbone ("dinov2-s14", "minilm-l6", ...)."""
         return specs.short_name(self.backbone["spec"])
@@ -110,16 +119,37 @@ def _local_artifact(entry):
     return None
 
 
+def is_trained(entry):
+    """Whether the entry has a trained adapter (here or pinned on the Hub); an untrained entry is a recipe."""
+    return bool(_local_artifact(entry) or (entry.artifact and entry.artifact_revision))
+
+
+def train_command(entry):
+    """The command that trains an entry: its recipe in train/configs/ (the file whose `name` is the entry's), else
+    train/run.py's flags for its dataset and backbone."""
+    for path in sorted(TRAIN_CONFIGS.glob("*.toml")):
+        try:
+            name = tomllib.loads(path.read_text()).get("name")
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):  # a broken recipe is run.py's to report
+            continue
+        if name == entry.name:
+            return f"python train/run.py --config train/configs/{path.name}"
+    revision = f" --revision {entry.backbone_revision}" if entry.backbone_revision else ""
+    return (f"python train/run.py {DATASET_FLAGS.get(entry.dataset, '--dataset ' + entry.dataset)} "
+            f"--backbone {entry.backbone}{revision} --name {entry.name}")
+
+
 def status(entry):
-    """(available, trained, reason) without loading anything heavy."""
+    """(available, trained, reason) without loading anything heavy. available: the backbone can be built here."""
     ok, why = specs.availability(entry.backbone, entry.backbone_revision)
+    trained = is_trained(entry)
     if not ok:
-        return False, False, why
+        return False, trained, why
     if _local_artifact(entry):
         return True, True, "trained adapter in zoo/checkpoints"
-    if entry.artifact and entry.artifact_revision:
+    if trained:
         return True, True, f"trained adapter on the Hub: {entry.artifact}@{entry.artifact_revision[:8]}"
-    return True, False, "adapter not trained yet: freshly initialised (train it with train/run.py)"
+    return True, False, f"a recipe, not a trained model: train it with {train_command(entry)}"
 
 
 def list_models(modality=None):
@@ -129,19 +159,25 @@ def list_models(modality=None):
         if modality and e.modality != modality:
             continue
         available, trained, reason = status(e)
+        # recipe: listed so it can be trained, never offered as a classifier (load_model refuses it)
         rows.append(dict(name=e.name, modality=e.modality, backbone=e.backbone, dataset=e.dataset,
-                         available=available, trained=trained, reason=reason, default=DEFAULTS.get(e.modality) == e.name,
-                         description=e.description))
+                         available=available, trained=trained, recipe=not trained,
+                         train_command=None if trained else train_command(e), reason=reason,
+                         default=DEFAULTS.get(e.modality) == e.name, description=e.description))
     return rows
 
 
 _CACHE, _LOCK = {}, threading.Lock()
 
 
-def load_model(name, device=None):
+def load_model(name, device=None, *, allow_untrained=False):
     """A zoo entry (by name, or an entry folder's path) as an eval-mode Any2Point on `device` (CPU by default);
-    cached after the first load."""
+    cached after the first load. An untrained entry is a recipe: ModelUnavailable, unless allow_untrained=True
+    (a freshly initialised model, to train or to test the plumbing; its predictions mean nothing)."""
     device = torch.device(device or "cpu")
+    if str(name) in BY_NAME and not allow_untrained and not is_trained(BY_NAME[str(name)]):
+        raise ModelUnavailable(f"{name} is a recipe, not a trained model: train it with "
+                               f"{train_command(BY_NAME[str(name)])} (or load_model(..., allow_untrained=True))")
     key = (str(name), str(device))
     with _LOCK:
         if key not in _CACHE:
@@ -203,14 +239,19 @@ def randomized(backbone, info, seed):
     return dict(info, random_init=seed, sha256=state_fingerprint(backbone.model))
 
 
-def save_model(model, folder, *, name, info, variant="any2point", training=None, metrics=None, card_extra=None):
+def save_model(model, folder, *, name, info, variant="any2point", training=None, metrics=None, card_extra=None,
+               up="y"):
     """An Any2Point + its backbone info -> entry folder (config.json, adapter.safetensors, README.md).
 
-    The one place that says what an entry's config holds; train/run.py and tests both save through it.
+    The one place that says what an entry's config holds; train/run.py and tests both save through it. `up`: the up
+    axis of the training clouds (every loader here delivers y-up clouds; predict(up=...) turns inputs into it).
     """
+    from core.points import UP_AXES
     from zoo.hub import save_entry
+    if up not in UP_AXES:
+        raise ValueError(f"unknown up axis {up!r}; use one of {', '.join(UP_AXES)}")
     backbone = {k: info[k] for k in BACKBONE_KEYS if info.get(k) is not None}
     config = dict(name=name, modality=info.get("modality") or model.backbone.modality, labels=list(model.labels),
-                  backbone=backbone, model=model.config.to_dict(), variant=variant, training=training or {},
+                  up=up, backbone=backbone, model=model.config.to_dict(), variant=variant, training=training or {},
                   metrics=metrics or {}, license=(info.get("license") or "other").lower())  # Hub ids are lowercase
     return save_entry(folder, config=config, state=model.trainable_state_dict(), card_extra=card_extra)
