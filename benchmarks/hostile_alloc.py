@@ -195,6 +195,7 @@ def cases(size):
         ("pts", "count line 10^9, then rows", lambda: rows(size, head=b"1000000000\n")),
         ("npy", "header declares 10^9 x 3 float64", lambda: npy(header_shape=(10**9, 3), data=bytes(72))),
         ("npy", "17M x 3 int8 (fills the size)", lambda: npy(np.zeros(((size - 128) // 3, 3), np.int8))),
+        ("npy", "10M x 3 int8 (the point limit)", lambda: npy(np.arange(30_000_000, dtype=np.int8).reshape(-1, 3))),
         ("npy", "x, y, z uint8 records", lambda: npy(np.zeros((size - 128) // 3, [("x", "u1"), ("y", "u1"),
                                                                               ("z", "u1")]))),
         ("npz", "1.2 GiB of zeros, deflated", lambda: npz_bomb(1.2)),
@@ -219,18 +220,27 @@ def cases(size):
         ("ply", "binary vertex-only float32 (fills the size)", lambda: ply_header(
             "binary_little_endian", [("vertex", (size - 200) // 12, XYZ)])
          + np.random.default_rng(0).normal(size=((size - 200) // 12, 3)).astype("<f4").tobytes()),
+        ("ply", "ascii, 2M faces (the mesh limit)", lambda: ply_header("ascii", [("vertex", 3, XYZ),
+                                                                                 ("face", 2_000_000, FACE)])
+         + b"0 0 0\n1 0 0\n0 1 0\n" + b"3 0 1 2\n" * 2_000_000),
         ("ply", "binary, vertex 10^9, 3 held", lambda: ply_header("binary_little_endian",
                                                                   [("vertex", 10**9, XYZ)]) + bytes(36)),
         ("ply", "binary, 2M faces (the mesh limit)", lambda: ply_faces),
         ("obj", "6.5M vertex lines", lambda: rows(size, b"v 0 0 0\nv 1 1 1\n")),
         ("obj", "6M face lines", lambda: b"v 0 0 0\nv 1 0 0\nv 0 1 0\n" + rows(size - 30, b"f 1 2 3\n")),
+        ("obj", "2M face lines (the mesh limit)", lambda: b"v 0 0 0\nv 1 0 0\nv 0 1 0\n" + b"f 1 2 3\n" * 1_999_999),
         ("obj", "mtllib outside its folder", lambda: b"mtllib ../../../../../etc/passwd\nv 0 0 0\nv 1 0 0\n"
          b"v 0 1 0\nusemtl x\nf 1 2 3\n"),
         ("off", "declares 10^9 vertices, holds 3", lambda: b"OFF\n1000000000 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n"),
+        ("off", "2M vertex rows + 2M faces (the mesh limit)", lambda: b"OFF\n2000000 2000000 0\n"
+         + b"".join(b"%d 0 1\n" % i for i in range(2_000_000)) + b"3 0 1 2\n" * 2_000_000),
         ("off", "8.7M vertex rows", lambda: f"OFF\n{(size - 40) // 6} 0 0\n".encode() + rows(size - 40,
                                                                                             b"0 0 0\n")),
         ("stl", "binary, 1M triangles (fills the size)", lambda: stl_binary(
             np.random.default_rng(0).normal(size=(n_tri, 9)))),
+        ("stl", "ascii, 285k facets (the line limit)", lambda: b"solid s\n" + b"".join(
+            b"facet normal 0 0 1\nouter loop\nvertex %d 0 0\nvertex 0 %d 0\nvertex 0 0 1\nendloop\nendfacet\n" % (i, i)
+            for i in range(285_000)) + b"endsolid s\n"),
         ("stl", "binary, declares 10^9 triangles", lambda: stl_binary(face_verts, declared=10**9)),
         ("stl", "ascii, short vertex lines", lambda: b"solid s\n" + rows(size - 30, b"vertex 0 0 0\n")
          + b"endsolid s\n"),

@@ -129,16 +129,19 @@ def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, 
     model, optimizer = acc.prepare(model, optimizer)
     raw = acc.unwrap_model(model)
     writer = _tensorboard(out / "tb") if acc.is_main_process else None
-    new_log = not (out / "log.csv").exists() or state["epoch"] == 0
-    if not new_log:  # a kill between the log row and the checkpoint would leave a row the resumed run writes again
-        rows = (out / "log.csv").read_text().splitlines()
-        kept = rows[:1] + [r for r in rows[1:] if r.split(",")[0].isdigit() and int(r.split(",")[0]) <= state["epoch"]]
-        (out / "log.csv").write_text("\n".join(kept) + "\n")
-    log_file = open(out / "log.csv", "w" if new_log else "a", newline="")
-    log = csv.writer(log_file)
-    if new_log:
-        log.writerow(["epoch", "train_loss", "train_acc", "val_acc", "val_mean_class_acc", "lr", "seconds",
-                      "clouds_per_s", "peak_mb"])
+    log_file = log = None
+    if acc.is_main_process:  # one writer: the other processes would truncate and rewrite the same file
+        new_log = not (out / "log.csv").exists() or state["epoch"] == 0
+        if not new_log:  # a kill between the log row and the checkpoint would leave a row the resumed run writes again
+            rows = (out / "log.csv").read_text().splitlines()
+            kept = rows[:1] + [r for r in rows[1:] if r.split(",")[0].isdigit()
+                               and int(r.split(",")[0]) <= state["epoch"]]
+            (out / "log.csv").write_text("\n".join(kept) + "\n")
+        log_file = open(out / "log.csv", "w" if new_log else "a", newline="")
+        log = csv.writer(log_file)
+        if new_log:
+            log.writerow(["epoch", "train_loss", "train_acc", "val_acc", "val_mean_class_acc", "lr", "seconds",
+                          "clouds_per_s", "peak_mb"])
 
     for epoch in range(state["epoch"], epochs):
         model.train()
@@ -166,6 +169,9 @@ def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, 
             correct += (logits.argmax(-1) == y).sum().item()
             bar.set_postfix(loss=f"{loss.item():.3f}")
         seconds = time.perf_counter() - t0
+        if acc.num_processes > 1:  # each process trained on its share of the batches: the epoch is their sum
+            seen, loss_sum, correct = acc.reduce(torch.tensor([seen, loss_sum, correct], dtype=torch.float64,
+                                                              device=acc.device), "sum").tolist()
         val = evaluate(model, acc.prepare(loader("val", False)), acc, num_classes, resample_to=resample_to)
         row = dict(epoch=epoch + 1, train_loss=loss_sum / max(1, seen), train_acc=correct / max(1, seen),
                    val_acc=val["acc"], val_mean_class_acc=val["mean_class_acc"],
@@ -189,7 +195,8 @@ def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, 
                               rng=torch.get_rng_state(), state=state, labels=list(raw.labels)), ckpt_path)
         acc.print(f"epoch {epoch + 1}/{epochs}  loss {row['train_loss']:.4f}  train {row['train_acc']:.3f}  "
                   f"val {val['acc']:.3f}  {row['clouds_per_s']:.1f} clouds/s  peak {row['peak_mb']:.0f} MB")
-    log_file.close()
+    if log_file:
+        log_file.close()
     acc.wait_for_everyone()
 
     best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
@@ -205,7 +212,8 @@ def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, 
                   epochs=epochs, train_seconds=sum(h["seconds"] for h in hist),
                   clouds_per_s=sum(h["clouds_per_s"] for h in hist) / max(1, len(hist)),
                   peak_mb=max((h["peak_mb"] for h in hist), default=0.0),
-                  trainable_parameters=raw.num_trainable(), device=str(acc.device))
+                  trainable_parameters=raw.num_trainable(), device=str(acc.device),
+                  processes=acc.num_processes)  # test_n counts clouds once whatever the processes
     if acc.is_main_process:
         (out / "result.json").write_text(json.dumps(result, indent=2))
         if writer:
