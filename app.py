@@ -18,7 +18,7 @@ from matplotlib.figure import Figure  # not pyplot: its global figure state is n
 from core.points import reorient
 from zoo import (SUPPORTED_EXTENSIONS, ModelUnavailable, PointCloudError, list_models, load_model, read_points,
                  write_points)
-from zoo.registry import DEFAULTS
+from zoo.registry import DEFAULTS, TASK_DEFAULTS, TASKS, get_entry
 
 try:  # ZeroGPU on Spaces; plain local runs don't need the package
     import spaces
@@ -41,7 +41,10 @@ MAX_FILE_POINTS = 10_000_000
 MAX_MESH_ELEMENTS = 2_000_000
 NONE = "(none)"
 CONCURRENCY = 2  # requests the queue runs at once; more would only queue up for the same CPU cores
-EXAMPLES = sorted(str(p.relative_to(HERE)) for p in (HERE / "examples").glob("*.ply"))
+TASK_EXAMPLES = {"sh3d": "examples", "kicad33": "examples/components"}  # a task's example folder (.ply files)
+EXAMPLES = {task: sorted(str(p.relative_to(HERE)) for p in (HERE / folder).glob("*.ply"))
+            for task, folder in TASK_EXAMPLES.items()}
+DEFAULT_TASK = next(iter(TASKS))
 # one request per entry at a time: two forwards of one model on the same cores only slow each other down;
 # different entries still run in parallel
 _MODEL_LOCKS = defaultdict(threading.Lock)
@@ -53,9 +56,22 @@ _CLOUD_DIR, _CLOUD_SLOTS = Path(tempfile.mkdtemp(prefix="any2point-cloud-")), it
 UP_CHOICES = [("y up (the zoo's convention)", "y"), ("z up (CAD, scanners)", "z"), ("auto (each model picks)", "auto")]
 
 
-def choices(modality):
-    """Trained entries that run here: a recipe (untrained entry) is listed in the zoo table, never offered."""
-    return [r["name"] for r in list_models(modality) if r["available"] and r["trained"]] + [NONE]
+def choices(modality, task=DEFAULT_TASK):
+    """A task's trained entries of one modality that run here: a recipe (untrained entry) is listed in the zoo
+    table, never offered."""
+    return [r["name"] for r in list_models(modality, task) if r["available"] and r["trained"]] + [NONE]
+
+
+def pick_task(task):
+    """Task radio -> the three pickers (that task's entries, its default selected) and which examples show."""
+    if task not in TASKS:
+        raise gr.Error(f"Unknown task {task!r}: use one of {', '.join(TASKS)}.")
+    pickers = []
+    for m in MODALITIES:
+        offered = choices(m, task)
+        default = TASK_DEFAULTS[task].get(m)
+        pickers.append(gr.Dropdown(choices=offered, value=default if default in offered else NONE))
+    return (*pickers, *[gr.Column(visible=t == task) for t in TASKS])
 
 
 def zoo_table():
@@ -241,13 +257,20 @@ with gr.Blocks(title="Any2Point zoo", delete_cache=(3600, 3600)) as demo:
         "downsampled) and compare.")
     with gr.Row():
         with gr.Column(scale=1):
+            task = gr.Radio([(label, t) for t, label in TASKS.items()], value=DEFAULT_TASK, label="task",
+                            info="which zoo entries to compare: each task's entries were trained on its classes")
             upload = gr.File(label="point cloud or mesh", file_types=list(SUPPORTED_EXTENSIONS), type="filepath")
             up_axis = gr.Radio(UP_CHOICES, value="y", label="up axis of the file",
                                info="the entries were trained y up; z-up files read as y up get chance accuracy")
             pickers = [gr.Dropdown(choices(m), value=DEFAULTS[m], label=f"{m} entry") for m in MODALITIES]
             button = gr.Button("Compare", variant="primary")
-            if EXAMPLES:
-                gr.Examples(EXAMPLES, inputs=upload, label="examples (licences: examples/LICENSES.md)")
+            example_sets = []
+            for t, label in TASKS.items():
+                with gr.Column(visible=t == DEFAULT_TASK) as col:
+                    if EXAMPLES[t]:
+                        gr.Examples(EXAMPLES[t], inputs=upload,
+                                    label=f"{label} examples (licences: examples/LICENSES.md)")
+                example_sets.append(col)
             with gr.Accordion("all zoo entries", open=False):
                 gr.Markdown(zoo_table())
         with gr.Column(scale=1):
@@ -262,6 +285,7 @@ with gr.Blocks(title="Any2Point zoo", delete_cache=(3600, 3600)) as demo:
     gr.Markdown("**What each model saw**: its six virtual views (2D image plane or 1D positions), token centres "
                 "coloured by guided-adapter cell, and the mean per-view weights of the last block.")
     plot = gr.Plot(label="what each model saw", show_label=False)
+    task.change(pick_task, task, [*pickers, *example_sets], api_name="pick_task")
     button.click(compare, [upload, *pickers, up_axis], [*labels, *cards, view3d, plot], api_name="compare")
     api_out = gr.JSON(label="probabilities", visible=False)
     api_button = gr.Button(visible=False)

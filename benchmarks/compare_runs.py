@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_table import update_block  # noqa: E402
-from suite import BACKBONES  # noqa: E402
+from suite import BACKBONES, ablation_text  # noqa: E402
 
 METHODS = {"any2point": "Any2Point", "linear_probe": "linear probe", "from_scratch": "from scratch",
            "random_backbone": "random frozen backbone (control)"}
@@ -99,7 +99,10 @@ def write_record(records, name, cfg, result, entry_config, correct, groups=None)
 
 
 def parse_run(name):
-    """Suite run name -> (backbone, method), or None for ablations and other runs."""
+    """Suite run name -> (backbone, method), or None for other runs; an ablation's method is "ablation:<key>"."""
+    m = re.fullmatch(r"ablation-([\w-]+)-(dinov2s|minilm|whisper)(?:-seed\d+)?(?:-fold\d+)?", name)
+    if m:
+        return m.group(2), f"ablation:{m.group(1)}"
     m = re.fullmatch(r"(?:any2point-\w+?-(\w+)-(?:sh3d|kicad33)|(?:baseline|control)-"
                      r"(linear-probe|from-scratch|random-backbone)-(\w+?))(?:-seed\d+)?(?:-fold\d+)?", name)
     if not m:
@@ -138,7 +141,7 @@ def collect(runs_dir, checkpoint="best", records=None, shipped=True, benchmark="
     for name, run, entry, cfg, result in todo:
         parsed = parse_run(name)
         if not parsed:
-            continue  # ablations
+            continue
         correct, recorded, model, groups = test_correct(run, checkpoint=checkpoint, entry=entry, cfg=cfg)
         if checkpoint == "best" and abs(correct.mean() - recorded) > 1e-6:
             raise SystemExit(f"{name}: re-evaluated test accuracy {correct.mean():.4f} != its record "
@@ -218,6 +221,77 @@ def table(results, boot=10000):
     return "\n".join(lines)
 
 
+def ablation_table(results, boot=10000, costs=None, records=None):
+    """Each ablation against its backbone's recipe run (paired, same groups), with its cost: trainable parameters and
+    training clouds/s (the run's record), forward ms per cloud (`costs`, from benchmarks/method_cost.py)."""
+    costs = costs or {}
+    lines = ["| backbone | ablation (change from the recipe) | recipe test acc | ablation test acc | difference | "
+             "95% interval | excludes 0 | trainable | train clouds/s | forward ms / cloud |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    widths = []
+
+    def cost(backbone, key):
+        rec = _record(records, f"ablation-{key}-{backbone}" if key else None, backbone)
+        c = costs.get(f"{key or 'recipe'}-{backbone}", {})
+        ms = f"{c['ms_per_cloud']:.0f}" if "ms_per_cloud" in c else "—"
+        return (f"{rec['result'].get('trainable_parameters', 0):,}" if rec else "—",
+                f"{rec['result']['clouds_per_s']:.1f}" if rec and "clouds_per_s" in rec["result"] else "—", ms)
+
+    for backbone, method in sorted(k for k in results if k[1].startswith("ablation:")):
+        base = results.get((backbone, "any2point"))
+        if not base:
+            continue
+        pa, pb, groups = pool(results[(backbone, method)], base)
+        if not groups:
+            continue
+        acc_a, acc_b, d, lo, hi = compare(pa, pb, boot, groups=groups)
+        widths.append((hi - lo) / 2)
+        key = method.removeprefix("ablation:")
+        verdict = "yes: ablation ahead" if lo > 0 else "yes: recipe ahead" if hi < 0 else "no"
+        lines.append(f"| {backbone} | {ablation_text(key)} | {acc_b:.1%} | {acc_a:.1%} | {d * 100:+.1f} | "
+                     f"[{lo * 100:+.1f}, {hi * 100:+.1f}] | {verdict} | {' | '.join(cost(backbone, key))} |")
+    for backbone in sorted({k[0] for k in results if k[1].startswith("ablation:")}):
+        lines.append(f"| {backbone} | the recipe itself | — | — | — | — | — | {' | '.join(cost(backbone, None))} |")
+    if widths:
+        lines += ["", f"Resolution: 95% interval half-width {min(widths) * 100:.1f}–{max(widths) * 100:.1f} points; "
+                      "train clouds/s measured while two single-threaded runs shared the 2 cores; forward ms: one "
+                      "2,048-point cloud, one thread, idle machine (benchmarks/method_cost.py)."]
+    return "\n".join(lines)
+
+
+def write_cards(md, benchmark, results):
+    """Put each backbone's rows of the comparison table (and its resolution and protocol) into the model card of
+    the shipped entry trained on this benchmark, zoo/checkpoints/any2point-<modality>-<backbone>-<benchmark>."""
+    from zoo.hub import rewrite_card
+    head, rows = md.splitlines()[:2], md.splitlines()[2:]
+    resolution = [r for r in rows if r.startswith("Resolution:")]
+    written = []
+    for backbone, modality in BACKBONES.items():
+        folder = ROOT / "zoo" / "checkpoints" / f"any2point-{modality}-{backbone}-{benchmark}"
+        mine = [r for r in rows if r.startswith(f"| {backbone} |")]
+        if not mine or not (folder / "config.json").exists():
+            continue
+        runs = results.get((backbone, "any2point"), [])
+        folds = sorted({t.fold for t in runs if t.fold is not None})
+        split = f"{len(folds)}-fold cross-validation (every model tested once)" if folds else "the default test split"
+        protocol = (f"Protocol: {benchmark}, {split}; each run's best epoch on val, one pass on test (no voting); "
+                    f"{len(runs)} Any2Point run(s) over seeds and folds, baselines on the same recipe and split; "
+                    "a paired 95% bootstrap interval over families (kicad33) or models (SweetHome3D). Generated by "
+                    f"`python benchmarks/compare_runs.py --benchmark {benchmark} --cards`.")
+        rewrite_card(folder, comparison=[*head, *mine, "", *resolution, "", protocol])
+        written.append(folder.name)
+    return written
+
+
+def _record(records, name, backbone):
+    """The kept record of an ablation run, or (name None) of the backbone's Any2Point recipe run."""
+    if not records:
+        return None
+    hits = [p for p in Path(records).glob(f"{name}.json" if name else f"any2point-*-{backbone}-*.json")
+            if name or re.fullmatch(rf"any2point-\w+-{backbone}-\w+", p.stem)]
+    return json.loads(hits[0].read_text()) if hits else None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--benchmark", default="sh3d", choices=["sh3d", "kicad33"])
@@ -231,11 +305,19 @@ def main(argv=None):
                    help="do not stand the shipped entries in for absent first-seed Any2Point runs")
     p.add_argument("--readme", help="update this file's comparison block")
     p.add_argument("--block", help="the README block's name (default: comparison, or comparison-last)")
+    p.add_argument("--folds-only", action="store_true", help="compare the cross-validation runs only (not the "
+                   "default split)")
+    p.add_argument("--cards", action="store_true", help="also write each backbone's rows into the model card of "
+                   "the shipped entry trained on this benchmark")
+    p.add_argument("--ablations-block", help="also write the ablation table (each ablation against its recipe, with "
+                   "its cost) into this README block")
     a = p.parse_args(argv)
     a.runs_dir = a.runs_dir or str(ROOT / "runs" / a.benchmark)
     a.records = str(ROOT / "benchmarks/results" / a.benchmark) if a.records is None else a.records
     results = collect(a.runs_dir, a.checkpoint, records=a.records or None, shipped=not a.no_shipped,
                       benchmark=a.benchmark)
+    if a.folds_only:
+        results = {k: v for k, v in ((k, [t for t in v if t.fold is not None]) for k, v in results.items()) if v}
     if not results:
         raise SystemExit(f"no finished suite runs with entries under {a.runs_dir}")
     md = table(results, a.boot)
@@ -244,6 +326,16 @@ def main(argv=None):
         tag = a.block or ("comparison" if a.checkpoint == "best" else "comparison-last")
         update_block(a.readme, md, f"<!-- {tag}:start -->", f"<!-- {tag}:end -->")
         print(f"updated {a.readme}")
+    if a.cards and a.checkpoint == "best":
+        print("cards:", ", ".join(write_cards(md, a.benchmark, results)) or "no shipped entry of this benchmark")
+    if any(k[1].startswith("ablation:") for k in results):
+        costs_file = Path(a.records or ".") / "costs.json"
+        costs = json.loads(costs_file.read_text()) if a.records and costs_file.exists() else {}
+        ab = ablation_table(results, a.boot, costs, a.records or None)
+        print("\n" + ab)
+        if a.readme and a.ablations_block:
+            update_block(a.readme, ab, f"<!-- {a.ablations_block}:start -->", f"<!-- {a.ablations_block}:end -->")
+            print(f"updated {a.readme} ({a.ablations_block})")
 
 
 if __name__ == "__main__":

@@ -15,13 +15,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from suite import ablation_text  # noqa: E402
 from zoo import specs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-
-
-ABLATIONS = {"no-pe": "no PE", "pe-1d": "1D projection", "pe-2d": "2D projection", "no-guided": "no guided adapter"}
 
 
 def describe(name, cfg):
@@ -32,9 +31,9 @@ def describe(name, cfg):
         return "from scratch (same tokenizer, 4x128 transformer)"
     if cfg.get("variant") == "random_backbone":
         return "control: Any2Point on the same backbone with random weights (frozen)"
-    m = re.match(r"ablation-(no-pe|pe-1d|pe-2d|no-guided)-", name)
+    m = re.match(r"ablation-([\w-]+)-(?:dinov2s|minilm|whisper)", name)
     if m:  # what the ablation changed from its recipe (the recipe may itself set a projection)
-        return f"Any2Point ablation: {ABLATIONS[m.group(1)]}"
+        return f"Any2Point ablation: {ablation_text(m.group(1))}"
     parts = []
     if model.get("pe") == "none":
         parts.append("no PE")

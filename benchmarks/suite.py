@@ -5,7 +5,7 @@ the other projection, no guided adapter) for one backbone, and the random-backbo
     python -m train.data.sh3d --out data/sh3d          # once (kicad33: python -m train.data.kicad --out data/kicad33)
     python benchmarks/suite.py [--benchmark sh3d|kicad33] [--only NAME ...] [--ablation-backbone whisper]
                                [--no-ablations] [--seeds 0 1 2] [--folds 0 1 2 3 4] [--controls ...] [--jobs 2]
-                               [--install]
+                               [--method-ablations] [--install]
 
 Recipes are train/configs/<benchmark>_<backbone>.toml; runs go to runs/<benchmark>/<name>. `--folds` runs every
 listed cross-validation round (`<name>-fold<k>`, `--fold k`: test = fold k, val = fold k+1) instead of the fixed
@@ -16,7 +16,7 @@ finish sooner than one run on two threads, and never stall each other's thread p
 the suite and start it again; runs that already have a result.json are skipped. Order: the main runs (Any2Point,
 linear probe, from scratch) at the first seed, the ablations, then the main runs at each further seed (named
 `<run>-seed<N>`), so the table has error bars as soon as they exist.
-SweetHome3D's test split has 60 models (one model = 1.7 points): use its folds; kicad33's has 1,093.
+SweetHome3D's test split has 60 models (one model = 1.7 points): use its folds; kicad33's has 935 (281 families).
 `--controls minilm whisper` adds, at every seed, the random-backbone control (`control-random-backbone-<backbone>`):
 Any2Point on the backbone's architecture with random frozen weights, which tells whether the pretraining is used.
 `--install` copies the first-seed Any2Point entries of the fixed split into zoo/checkpoints/ (the embedded entries).
@@ -39,6 +39,39 @@ CONFIGS = ROOT / "train" / "configs"
 
 
 BENCHMARKS = ("sh3d", "kicad33")
+
+# The faithful-method ablations (issue #14), each paired against its backbone's recipe run: name -> (backbone, what
+# it changes, train/run.py --set flags). One place: the tables take the descriptions from here.
+_POINTPN = ["model.tokenizer=pointpn", "model.pointpn_stages=[256,128]"]  # 512 -> 256 -> 128 -> 64 tokens
+METHOD_ABLATIONS = {
+    "pointpn-official": ("whisper", "hierarchical Point-PN, official widths and k = 64 (stages halve the cloud)",
+                         [*_POINTPN, "model.k=64"]),
+    "pointpn-cpu": ("whisper", "hierarchical Point-PN, CPU-sized (k = 16, embedding 48, widths 96/192/384, one "
+                    "block a stage)",
+                    [*_POINTPN, "model.k=16", "model.pointpn_embed_dim=48", "model.pointpn_widths=[96,192,384]",
+                     "model.pointpn_hidden=[48,96,32]", "model.pointpn_blocks=[1,1,1]"]),
+    "guided-full": ("whisper", "full-width guided adapter (official structure)", ["model.guided_mode=full"]),
+    "views-tilted": ("minilm", "six distinct (tilted) 1D views instead of the mirror pairs", ["model.views_1d=tilted"]),
+    "recipe": ("whisper", "official recipe items: per-step resampling, no decay on biases/norms/cls, adapter "
+               "dropout 0.1", ["resample=true", "decay_all=false", "model.adapter_dropout=0.1"]),
+    # not an item of the official code: does the 10-epoch CPU schedule underfit (train accuracy ~ val accuracy)?
+    "epochs-30": ("whisper", "30 epochs instead of 10 (warm-up 3)", ["epochs=30", "warmup_epochs=3"]),
+}
+
+
+# what the older ablations change (suite names ablation-<key>-<backbone>)
+ABLATIONS = {"no-pe": "no PE", "pe-1d": "1D projection", "pe-2d": "2D projection", "no-guided": "no guided adapter"}
+
+
+def ablation_text(key):
+    """One line on what ablation `key` changes from its recipe."""
+    return METHOD_ABLATIONS[key][1] if key in METHOD_ABLATIONS else ABLATIONS.get(key, key)
+
+
+def method_ablation_runs(names=None):
+    """[(run name, backbone, flags)] of the faithful-method ablations (all, or those named)."""
+    return [(f"ablation-{key}-{short}", short, [x for kv in sets for x in ("--set", kv)])
+            for key, (short, _, sets) in METHOD_ABLATIONS.items() if names is None or key in names]
 
 
 def main_runs(seed, first, benchmark="sh3d"):
@@ -63,7 +96,7 @@ def recipe_pe(short, benchmark="sh3d"):
     return pe if pe in ("1d", "2d") else ("2d" if short == "dinov2s" else "1d")
 
 
-def runs(ablation_backbone, seeds=(0,), controls=(), benchmark="sh3d", folds=None):
+def runs(ablation_backbone, seeds=(0,), controls=(), benchmark="sh3d", folds=None, method_ablations=False):
     """[(run name, backbone short name, run.py flags)] in the order they run; folds: each run once per round."""
     out = main_runs(seeds[0], seeds[0], benchmark)
     if ablation_backbone:
@@ -71,6 +104,8 @@ def runs(ablation_backbone, seeds=(0,), controls=(), benchmark="sh3d", folds=Non
         out += [(f"ablation-no-pe-{ablation_backbone}", ablation_backbone, ["--pe", "none"]),
                 (f"ablation-pe-{other}-{ablation_backbone}", ablation_backbone, ["--pe", other]),
                 (f"ablation-no-guided-{ablation_backbone}", ablation_backbone, ["--no-guided"])]
+    if method_ablations:
+        out += method_ablation_runs()
     for seed in seeds[1:]:
         out += main_runs(seed, seeds[0], benchmark)
     for seed in seeds:  # the controls come last: they answer a question, the table does not need them
@@ -88,6 +123,9 @@ def main(argv=None):
     p.add_argument("--only", nargs="*", help="run only these names")
     p.add_argument("--ablation-backbone", default="whisper", choices=list(BACKBONES))
     p.add_argument("--no-ablations", action="store_true", help="main runs (and controls) only")
+    p.add_argument("--method-ablations", action="store_true",
+                   help="also the faithful-method ablations (METHOD_ABLATIONS: tokenizer, guided adapter, 1D views, "
+                   "recipe items), each against its backbone's recipe run")
     p.add_argument("--folds", type=int, nargs="+", help="cross-validation rounds (0..4) instead of the fixed split")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds for the main runs (first = shipped)")
     p.add_argument("--controls", nargs="*", default=[], choices=list(BACKBONES),
@@ -98,7 +136,8 @@ def main(argv=None):
     p.add_argument("--dry-run", action="store_true")
     a, extra = p.parse_known_args(argv)
     a.runs_dir = a.runs_dir or f"runs/{a.benchmark}"
-    plan = runs(None if a.no_ablations else a.ablation_backbone, a.seeds, a.controls, a.benchmark, a.folds)
+    plan = runs(None if a.no_ablations else a.ablation_backbone, a.seeds, a.controls, a.benchmark, a.folds,
+                a.method_ablations)
     todo = [(name, short, flags) for name, short, flags in plan if not a.only or name in a.only]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1") if a.jobs > 1 else None
 

@@ -168,9 +168,39 @@ def test_up_axis_input_turns_a_z_up_upload_back(client, tmp_path):
 
 
 def test_recipes_are_not_in_the_pickers():
-    offered = {name for m in app.MODALITIES for name in app.choices(m)}
+    offered = {name for task in app.TASKS for m in app.MODALITIES for name in app.choices(m, task)}
     for row in app.list_models():
         assert (row["name"] in offered) == (row["trained"] and row["available"])
+
+
+@pytest.mark.parametrize("task", list(app.TASKS))
+def test_each_task_offers_its_own_entries_and_examples(task):
+    *pickers, = app.pick_task(task)
+    dropdowns, columns = pickers[:3], pickers[3:]
+    for m, d in zip(app.MODALITIES, dropdowns):
+        assert d.value == app.TASK_DEFAULTS[task][m]
+        names = [c[0] if isinstance(c, tuple) else c for c in d.choices]
+        assert names[-1] == app.NONE and all(app.get_entry(n).dataset == task for n in names[:-1])
+    assert [c.visible for c in columns] == [t == task for t in app.TASKS]
+    assert app.EXAMPLES[task]  # every task ships examples
+    with pytest.raises(app.gr.Error, match="Unknown task"):
+        app.pick_task("kitchens")
+
+
+def test_component_entries_side_by_side(client):
+    """A session that switched task may pick that task's entries (the pickers validate against what they offer)."""
+    entries = list(app.TASK_DEFAULTS["kicad33"].values())
+    session = Client(app.demo.local_url, verbose=False)  # its own session: the shared one stays on furniture
+    with pytest.raises(Exception, match="not in the list of choices"):
+        session.predict(handle_file(str(app.HERE / "examples" / "components" / "relay.ply")), *entries,
+                        api_name="/predict")
+    offered = session.predict("kicad33", api_name="/pick_task")
+    assert [p["value"] for p in offered[:3]] == entries
+    result = session.predict(handle_file(str(app.HERE / "examples" / "components" / "relay.ply")), *entries,
+                            api_name="/predict")
+    assert_probs(result, entries)
+    for name, probs in result.items():  # the 33 component classes, not furniture
+        assert len(probs) == 33 and set(probs) == set(app.get_model(name).labels) and "relay" in probs
 
 
 def test_an_upload_over_the_read_bounds_gets_one_line_and_the_next_succeeds(client, tmp_path, monkeypatch):

@@ -318,7 +318,9 @@ def test_compare_runs_names_and_paired_bootstrap():
     assert compare_runs.parse_run("baseline-linear-probe-minilm-seed1") == ("minilm", "linear_probe")
     assert compare_runs.parse_run("baseline-from-scratch-dinov2s") == ("dinov2s", "from_scratch")
     assert compare_runs.parse_run("control-random-backbone-minilm-seed2") == ("minilm", "random_backbone")
-    assert compare_runs.parse_run("ablation-no-pe-whisper") is None
+    assert compare_runs.parse_run("ablation-no-pe-whisper") == ("whisper", "ablation:no-pe")
+    assert compare_runs.parse_run("ablation-pointpn-cpu-whisper-fold1") == ("whisper", "ablation:pointpn-cpu")
+    assert compare_runs.parse_run("something-else") is None
 
     rng = np.random.default_rng(0)
     same = [rng.integers(0, 2, 60).astype(float) for _ in range(2)]
@@ -383,3 +385,47 @@ def test_run_records_outlive_the_runs(tmp_path):
     assert list(got) == [("minilm", "linear_probe")]
     assert np.array_equal(got[("minilm", "linear_probe")][0].correct, correct)
     assert compare_runs.collect(runs, records=None, shipped=False) == {}
+
+
+def test_method_ablations_plan_and_table(tmp_path):
+    """Each faithful-method ablation is a recipe run plus --set flags, and its table row pairs it with that
+    backbone's recipe run: interval, verdict, and the cost columns from the records and costs.json."""
+    import numpy as np
+    import compare_runs
+    import suite
+    plan = suite.method_ablation_runs()
+    assert [n for n, _, _ in plan] == [f"ablation-{k}-{v[0]}" for k, v in suite.METHOD_ABLATIONS.items()]
+    flags = dict((n, f) for n, _, f in plan)
+    assert flags["ablation-guided-full-whisper"] == ["--set", "model.guided_mode=full"]
+    assert "ablation-views-tilted-minilm" in [n for n, _, _ in suite.runs(None, method_ablations=True)]
+    assert "ablation-recipe-whisper" not in [n for n, _, _ in suite.runs(None)]
+    assert suite.ablation_text("no-pe") == "no PE" and "Point-PN" in suite.ablation_text("pointpn-cpu")
+    # every ablation's flags are settings train/run.py accepts, and each lands in the run config
+    from train.run import parse_args, parse_setting, resolve
+    for name, short, f in plan:
+        cfg = resolve(parse_args(["--config", str(suite.recipe("kicad33", short)), *f]))
+        for key, value in map(parse_setting, f[1::2]):
+            got = getattr(cfg.model, key[6:]) if key.startswith("model.") else getattr(cfg, key)
+            assert got == (tuple(value) if isinstance(value, list) else value), (name, key)
+
+    groups = [str(i // 2) for i in range(60)]
+    base = np.r_[np.ones(30), np.zeros(30)]
+    better = np.r_[np.ones(50), np.zeros(10)]
+    T = compare_runs.Tested
+    results = {("whisper", "any2point"): [T(base, groups)], ("whisper", "ablation:guided-full"): [T(better, groups)],
+               ("whisper", "ablation:recipe"): [T(base.copy(), groups)]}
+    rec = tmp_path / "records"
+    rec.mkdir()
+    (rec / "ablation-guided-full-whisper.json").write_text(json.dumps(
+        {"result": {"trainable_parameters": 480897, "clouds_per_s": 9.5}}))
+    (rec / "any2point-audio-whisper-kicad33.json").write_text(json.dumps(
+        {"result": {"trainable_parameters": 382785, "clouds_per_s": 14.7}}))
+    costs = {"guided-full-whisper": {"ms_per_cloud": 41.2}, "recipe-whisper": {"ms_per_cloud": 30.0}}
+    md = compare_runs.ablation_table(results, boot=500, costs=costs, records=rec)
+    rows = {r.split(" | ")[1]: r.strip("| ").split(" | ") for r in md.splitlines()[2:] if r.startswith("| whisper")}
+    full = rows[suite.ablation_text("guided-full")]
+    assert full[2:5] == ["50.0%", "83.3%", "+33.3"] and full[6] == "yes: ablation ahead"
+    assert full[7:] == ["480,897", "9.5", "41"]
+    assert rows[suite.ablation_text("recipe")][6] == "no"
+    assert rows["the recipe itself"][-3:] == ["382,785", "14.7", "30"]
+    assert "Resolution: 95% interval half-width" in md

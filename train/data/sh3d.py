@@ -57,6 +57,9 @@ RULES = [
 ]
 # the benchmark's classes: a full build has them all (a class under min_models would be dropped from a build)
 CLASSES = tuple(sorted(c for c, _ in RULES))
+# what a model card says of the training data (the per-model licences are in the manifest and the attribution)
+DATA_LICENCE = ("CC-BY-3.0, CC0 and public domain (SweetHome3D furniture catalogs, Debian sweethome3d-furniture); "
+                "built locally, never redistributed here")
 EXCLUDE = r"flashlight|candle|tennis|table fan|pool table|football table|window blind"  # look like no class member
 
 
