@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from results_table import update_block  # noqa: E402
-from suite import BACKBONES, ablation_text  # noqa: E402
+from suite import BACKBONES, METHOD_ABLATIONS, ablation_text  # noqa: E402
 
 METHODS = {"any2point": "Any2Point", "linear_probe": "linear probe", "from_scratch": "from scratch",
            "random_backbone": "random frozen backbone (control)"}
@@ -225,10 +225,15 @@ def ablation_table(results, boot=10000, costs=None, records=None):
     """Each ablation against its backbone's recipe run (paired, same groups), with its cost: trainable parameters and
     training clouds/s (the run's record), forward ms per cloud (`costs`, from benchmarks/method_cost.py)."""
     costs = costs or {}
-    lines = ["| backbone | ablation (change from the recipe) | recipe test acc | ablation test acc | difference | "
-             "95% interval | excludes 0 | trainable | train clouds/s | forward ms / cloud |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| backbone | ablation (change from the recipe) | val acc (recipe → ablation) | recipe test acc | "
+             "ablation test acc | difference | 95% interval | excludes 0 | trainable | train clouds/s | "
+             "forward ms / cloud |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     widths = []
+
+    def val(backbone, key):  # what a recipe choice may look at: the val split, never the test columns
+        rec = _record(records, f"ablation-{key}-{backbone}" if key else None, backbone)
+        return f"{rec['result']['val_acc']:.1%}" if rec and "val_acc" in rec["result"] else "—"
 
     def cost(backbone, key):
         rec = _record(records, f"ablation-{key}-{backbone}" if key else None, backbone)
@@ -248,10 +253,19 @@ def ablation_table(results, boot=10000, costs=None, records=None):
         widths.append((hi - lo) / 2)
         key = method.removeprefix("ablation:")
         verdict = "yes: ablation ahead" if lo > 0 else "yes: recipe ahead" if hi < 0 else "no"
-        lines.append(f"| {backbone} | {ablation_text(key)} | {acc_b:.1%} | {acc_a:.1%} | {d * 100:+.1f} | "
+        lines.append(f"| {backbone} | {ablation_text(key)} | {val(backbone, None)} → {val(backbone, key)} | "
+                     f"{acc_b:.1%} | {acc_a:.1%} | {d * 100:+.1f} | "
                      f"[{lo * 100:+.1f}, {hi * 100:+.1f}] | {verdict} | {' | '.join(cost(backbone, key))} |")
+    trained = {(b, m.removeprefix("ablation:")) for b, m in results if m.startswith("ablation:")}
+    for key, (backbone, _, _) in METHOD_ABLATIONS.items():  # measured but not trained: say so, with its cost
+        if (backbone, key) not in trained and f"{key}-{backbone}" in costs:
+            lines.append(f"| {backbone} | {ablation_text(key)} | not trained here (cost only) | — | — | — | — | — | "
+                         f"{costs[key + '-' + backbone].get('trainable', 0):,} | "
+                         f"{costs[key + '-' + backbone].get('train_clouds_per_s', 0):.2f} | "
+                         f"{costs[key + '-' + backbone]['ms_per_cloud']:.0f} |")
     for backbone in sorted({k[0] for k in results if k[1].startswith("ablation:")}):
-        lines.append(f"| {backbone} | the recipe itself | — | — | — | — | — | {' | '.join(cost(backbone, None))} |")
+        lines.append(f"| {backbone} | the recipe itself | {val(backbone, None)} | — | — | — | — | — | "
+                     f"{' | '.join(cost(backbone, None))} |")
     if widths:
         lines += ["", f"Resolution: 95% interval half-width {min(widths) * 100:.1f}–{max(widths) * 100:.1f} points; "
                       "train clouds/s measured while two single-threaded runs shared the 2 cores; forward ms: one "

@@ -64,6 +64,8 @@ class Any2PointConfig:
     guided_cell_max: bool = _opt(False, "full guided adapter: cell max + mean (official ModelNet40), else mean")
     guided_scale: float = _opt(0.5, "guided adapter update scale")
     # --- head and training switches
+    final_affine: bool = _opt(False, "trainable per-channel scale and shift after the frozen final norm, from "
+                              "identity (official: the final norm is trained; the same family of maps)")
     head_hidden: int = _opt(256, "hidden width of the classification MLP")
     dropout: float = _opt(0.5, "head dropout")
     freeze_backbone: bool = _opt(True, "keep the backbone frozen (False: the from-scratch baseline trains it)")

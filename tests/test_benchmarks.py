@@ -417,15 +417,40 @@ def test_method_ablations_plan_and_table(tmp_path):
     rec = tmp_path / "records"
     rec.mkdir()
     (rec / "ablation-guided-full-whisper.json").write_text(json.dumps(
-        {"result": {"trainable_parameters": 480897, "clouds_per_s": 9.5}}))
+        {"result": {"trainable_parameters": 480897, "clouds_per_s": 9.5, "val_acc": 0.52}}))
     (rec / "any2point-audio-whisper-kicad33.json").write_text(json.dumps(
-        {"result": {"trainable_parameters": 382785, "clouds_per_s": 14.7}}))
-    costs = {"guided-full-whisper": {"ms_per_cloud": 41.2}, "recipe-whisper": {"ms_per_cloud": 30.0}}
+        {"result": {"trainable_parameters": 382785, "clouds_per_s": 14.7, "val_acc": 0.5}}))
+    costs = {"guided-full-whisper": {"ms_per_cloud": 41.2}, "recipe-whisper": {"ms_per_cloud": 30.0},
+             "pointpn-official-whisper": {"ms_per_cloud": 900.4, "trainable": 1234567, "train_clouds_per_s": 0.7}}
     md = compare_runs.ablation_table(results, boot=500, costs=costs, records=rec)
     rows = {r.split(" | ")[1]: r.strip("| ").split(" | ") for r in md.splitlines()[2:] if r.startswith("| whisper")}
     full = rows[suite.ablation_text("guided-full")]
-    assert full[2:5] == ["50.0%", "83.3%", "+33.3"] and full[6] == "yes: ablation ahead"
-    assert full[7:] == ["480,897", "9.5", "41"]
-    assert rows[suite.ablation_text("recipe")][6] == "no"
-    assert rows["the recipe itself"][-3:] == ["382,785", "14.7", "30"]
+    assert full[2:6] == ["50.0% → 52.0%", "50.0%", "83.3%", "+33.3"] and full[7] == "yes: ablation ahead"
+    assert full[8:] == ["480,897", "9.5", "41"]
+    assert rows[suite.ablation_text("recipe")][7] == "no" and rows[suite.ablation_text("recipe")][2] == "50.0% → —"
+    assert rows["the recipe itself"][-3:] == ["382,785", "14.7", "30"] and rows["the recipe itself"][2] == "50.0%"
+    official = rows[suite.ablation_text("pointpn-official")]  # too slow to train here: its cost, no accuracy
+    assert official[2] == "not trained here (cost only)" and official[-3:] == ["1,234,567", "0.70", "900"]
+    assert suite.ablation_text("pointpn-cpu") not in rows  # neither trained nor measured: no row
     assert "Resolution: 95% interval half-width" in md
+
+
+def test_up_axis_columns_on_a_tiny_model():
+    """Told the truth, a z-up cloud is the y-up one exactly; the table shows the gap of "auto" to the y-up pass."""
+    import numpy as np
+    import up_axis
+    from types import SimpleNamespace
+    from tiny import tiny_model
+    m = tiny_model(num_points=256).eval()
+    m.info = SimpleNamespace(up="y", trained=True)
+    rng = np.random.default_rng(0)
+    clouds = [(rng.normal(size=(256, 3)) * [1, 2, 0.5]).astype(np.float32) for _ in range(6)]
+    acc, picks = up_axis.evaluate(m, clouds, [0, 1, 2, 0, 1, 2], six_axes=False)
+    assert set(acc) == set(up_axis.COLUMNS) - {"z-up, auto over 6 axes", "y-up, auto over 6 axes"}
+    assert acc['z-up, up="z"'] == acc["y-up"] and all(0 <= v <= 1 for v in acc.values())
+    assert set(picks) == {'z-up, up="auto"', 'y-up, up="auto"'}
+    record = dict(data="sh3d", split="test", clouds=6, split_size=60, auto_up=["y", "z"], auto_turns=4,
+                  results={"tiny": dict(accuracy=acc, auto_picked_true_up=picks)})
+    md = up_axis.table(record)
+    gap = 100 * (acc['z-up, up="auto"'] - acc["y-up"])
+    assert "a seeded 6 of 60" in md and md.splitlines()[4].endswith(f"| {gap:+.1f} |")

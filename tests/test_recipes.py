@@ -8,7 +8,7 @@ from tests.tiny import TINY, tiny_model
 # tiny sizes of the faithful options (a 2-stage Point-PN, the full-width guided adapter, tilted 1D views)
 FAITHFUL = dict(tokenizer="pointpn", k=8, pointpn_stages=(64,), pointpn_embed_dim=8, pointpn_widths=(16, 32),
                 pointpn_hidden=(8, 8), pointpn_blocks=(1, 1), guided_mode="full", guided_dim=6, guided_heads=3,
-                views_1d="tilted", adapter_dropout=0.1)
+                views_1d="tilted", adapter_dropout=0.1, final_affine=True)
 
 
 def clouds(b, n=256, seed=0):
@@ -21,7 +21,8 @@ def test_paper_recipe_budget_at_width_768():
     import timm
     vit = timm.create_model("vit_base_patch14_dinov2", pretrained=False, img_size=56, num_classes=0)
     m = Any2Point(vit, 15, config=Any2PointConfig(tokenizer="pointpn", k=64, guided_mode="full", adapter_dim=8,
-                                                  adapter_dropout=0.1, guided_scale=0.7))
+                                                  adapter_dropout=0.1, guided_scale=0.7,
+                                                  final_affine=True))
     tok = sum(p.numel() for p in m.tokenizer.parameters())
     total = m.num_trainable()
     print(f"paper recipe at C=768, 12 blocks, 15 classes: tokenizer {tok:,}, trainable {total:,}, "
@@ -59,6 +60,22 @@ def test_faithful_model_round_trips_through_its_saved_config():
     x = clouds(2)
     with torch.no_grad():
         assert torch.equal(m(x), again(x))
+
+
+def test_final_affine_starts_as_identity_and_is_saved_with_the_adapters():
+    """The trainable final-norm affine changes nothing until trained, and travels in the adapter-only state."""
+    torch.manual_seed(0)
+    plain = tiny_model("timm-dinov2").eval()
+    torch.manual_seed(0)
+    affine = tiny_model("timm-dinov2", final_affine=True).eval()
+    x = clouds(2)
+    with torch.no_grad():
+        assert torch.equal(plain(x), affine(x))
+        state = affine.trainable_state_dict()
+        assert {"final_scale", "final_shift"} <= set(state) and "final_scale" not in plain.trainable_state_dict()
+        affine.final_shift.add_(0.5)
+        assert (affine(x) - plain(x)).abs().max().item() > 1e-3
+    assert affine.num_trainable() - plain.num_trainable() == 2 * affine.final_scale.numel()
 
 
 def test_pointpn_stage_lists_must_agree():
