@@ -91,7 +91,8 @@ def write_record(records, name, cfg, result, entry_config, correct, groups=None)
     records = Path(records)
     records.mkdir(parents=True, exist_ok=True)
     rec = dict(run=name, run_config=cfg, result=result,
-               entry={k: entry_config.get(k) for k in ("modality", "variant", "model")},
+               entry={**{k: entry_config.get(k) for k in ("modality", "variant", "model")},
+                      "adapter_sha256": (entry_config.get("adapter") or {}).get("sha256")},
                test_correct=[int(v) for v in correct])
     if groups is not None and list(groups) != [str(i) for i in range(len(correct))]:
         rec["test_groups"] = list(groups)
@@ -134,8 +135,11 @@ def collect(runs_dir, checkpoint="best", records=None, shipped=True, benchmark="
     if shipped and checkpoint == "best":
         for short, modality in BACKBONES.items():
             name = f"any2point-{modality}-{short}-{benchmark}"
+            # only where neither the run nor its record is left: a record is what the run was, and a shipped
+            # entry may since have been retrained under another recipe
+            kept = records and (Path(records) / f"{name}.json").exists()
             got = shipped_run(name, data_root=str(ROOT / "data" / benchmark)) \
-                if not (Path(runs_dir) / name / "result.json").exists() else None
+                if not (Path(runs_dir) / name / "result.json").exists() and not kept else None
             if got:
                 todo.append((name, None, *got))
     for name, run, entry, cfg, result in todo:
@@ -156,6 +160,8 @@ def collect(runs_dir, checkpoint="best", records=None, shipped=True, benchmark="
         seen.add(name)
     for rec in sorted(Path(records).glob("*.json")) if records and checkpoint == "best" else []:
         r = json.loads(rec.read_text())
+        if "run" not in r:  # costs.json and other non-run files beside the records
+            continue
         parsed = parse_run(r["run"])
         if parsed and r["run"] not in seen:
             correct = np.asarray(r["test_correct"], dtype=float)
@@ -258,11 +264,11 @@ def ablation_table(results, boot=10000, costs=None, records=None):
                      f"[{lo * 100:+.1f}, {hi * 100:+.1f}] | {verdict} | {' | '.join(cost(backbone, key))} |")
     trained = {(b, m.removeprefix("ablation:")) for b, m in results if m.startswith("ablation:")}
     for key, (backbone, _, _) in METHOD_ABLATIONS.items():  # measured but not trained: say so, with its cost
-        if (backbone, key) not in trained and f"{key}-{backbone}" in costs:
-            lines.append(f"| {backbone} | {ablation_text(key)} | not trained here (cost only) | — | — | — | — | — | "
-                         f"{costs[key + '-' + backbone].get('trainable', 0):,} | "
-                         f"{costs[key + '-' + backbone].get('train_clouds_per_s', 0):.2f} | "
-                         f"{costs[key + '-' + backbone]['ms_per_cloud']:.0f} |")
+        c = costs.get(f"{key}-{backbone}")
+        if (backbone, key) not in trained and c:
+            lines.append(f"| {backbone} | {ablation_text(key)} | not trained here (cost only) | — | — | — | — | "
+                         f"— | {c.get('trainable', 0):,} | {c.get('train_clouds_per_s', 0):.2f} | "
+                         f"{c['ms_per_cloud']:.0f} |")
     for backbone in sorted({k[0] for k in results if k[1].startswith("ablation:")}):
         lines.append(f"| {backbone} | the recipe itself | {val(backbone, None)} | — | — | — | — | — | "
                      f"{' | '.join(cost(backbone, None))} |")
@@ -273,17 +279,34 @@ def ablation_table(results, boot=10000, costs=None, records=None):
     return "\n".join(lines)
 
 
-def write_cards(md, benchmark, results):
+def is_shipped(record, shipped):
+    """Whether a run's record is the run of the shipped entry (config.json `shipped`): the same adapter weights, or
+    (records from before they kept the adapter's sha256) the same training settings."""
+    sha = (record.get("entry") or {}).get("adapter_sha256")
+    if sha:
+        return sha == (shipped.get("adapter") or {}).get("sha256")
+    run, trained = record.get("run_config") or {}, shipped.get("training") or {}
+    return all(run.get(k) == trained.get(k) for k in ("dataset", "epochs", "points", "seed"))
+
+
+def write_cards(md, benchmark, results, records=None, command=None):
     """Put each backbone's rows of the comparison table (and its resolution and protocol) into the model card of
-    the shipped entry trained on this benchmark, zoo/checkpoints/any2point-<modality>-<backbone>-<benchmark>."""
+    the shipped entry trained on this benchmark, zoo/checkpoints/any2point-<modality>-<backbone>-<benchmark> —
+    only where the compared Any2Point run is that entry (its record says so), never a since-retrained one's."""
     from zoo.hub import rewrite_card
     head, rows = md.splitlines()[:2], md.splitlines()[2:]
     resolution = [r for r in rows if r.startswith("Resolution:")]
     written = []
     for backbone, modality in BACKBONES.items():
-        folder = ROOT / "zoo" / "checkpoints" / f"any2point-{modality}-{backbone}-{benchmark}"
+        name = f"any2point-{modality}-{backbone}-{benchmark}"
+        folder = ROOT / "zoo" / "checkpoints" / name
         mine = [r for r in rows if r.startswith(f"| {backbone} |")]
         if not mine or not (folder / "config.json").exists():
+            continue
+        record = Path(records or "") / f"{name}.json"
+        if records and record.exists() and not is_shipped(json.loads(record.read_text()),
+                                                          json.loads((folder / "config.json").read_text())):
+            print(f"cards: {name} left as it is: the shipped entry is not the run compared here")
             continue
         runs = results.get((backbone, "any2point"), [])
         folds = sorted({t.fold for t in runs if t.fold is not None})
@@ -291,7 +314,7 @@ def write_cards(md, benchmark, results):
         protocol = (f"Protocol: {benchmark}, {split}; each run's best epoch on val, one pass on test (no voting); "
                     f"{len(runs)} Any2Point run(s) over seeds and folds, baselines on the same recipe and split; "
                     "a paired 95% bootstrap interval over families (kicad33) or models (SweetHome3D). Generated by "
-                    f"`python benchmarks/compare_runs.py --benchmark {benchmark} --cards`.")
+                    f"`{command or f'python benchmarks/compare_runs.py --benchmark {benchmark} --cards'}`.")
         rewrite_card(folder, comparison=[*head, *mine, "", *resolution, "", protocol])
         written.append(folder.name)
     return written
@@ -314,7 +337,7 @@ def main(argv=None):
     p.add_argument("--checkpoint", choices=["best", "last"], default="best",
                    help="best: each run's entry (best epoch on val, the protocol); last: its last epoch")
     p.add_argument("--records", help="where each run's lasting record is written and read ('' = neither; default "
-                   "benchmarks/results/<benchmark>)")
+                   "benchmarks/results/<the runs dir's name>)")
     p.add_argument("--no-shipped", action="store_true",
                    help="do not stand the shipped entries in for absent first-seed Any2Point runs")
     p.add_argument("--readme", help="update this file's comparison block")
@@ -327,7 +350,8 @@ def main(argv=None):
                    "its cost) into this README block")
     a = p.parse_args(argv)
     a.runs_dir = a.runs_dir or str(ROOT / "runs" / a.benchmark)
-    a.records = str(ROOT / "benchmarks/results" / a.benchmark) if a.records is None else a.records
+    # records mirror run folders: runs/kicad33 -> benchmarks/results/kicad33, runs/kicad33-e30 -> .../kicad33-e30
+    a.records = str(ROOT / "benchmarks/results" / Path(a.runs_dir).name) if a.records is None else a.records
     results = collect(a.runs_dir, a.checkpoint, records=a.records or None, shipped=not a.no_shipped,
                       benchmark=a.benchmark)
     if a.folds_only:
@@ -341,7 +365,13 @@ def main(argv=None):
         update_block(a.readme, md, f"<!-- {tag}:start -->", f"<!-- {tag}:end -->")
         print(f"updated {a.readme}")
     if a.cards and a.checkpoint == "best":
-        print("cards:", ", ".join(write_cards(md, a.benchmark, results)) or "no shipped entry of this benchmark")
+        runs = Path(a.runs_dir).resolve()
+        runs = runs.relative_to(ROOT) if runs.is_relative_to(ROOT) else runs
+        command = (f"python benchmarks/compare_runs.py --benchmark {a.benchmark}"
+                   + (f" --runs-dir {runs}" if runs != Path("runs") / a.benchmark else "")
+                   + " --no-shipped" * a.no_shipped + " --cards")
+        written = write_cards(md, a.benchmark, results, a.records or None, command)
+        print("cards:", ", ".join(written) or "no shipped entry of this benchmark")
     if any(k[1].startswith("ablation:") for k in results):
         costs_file = Path(a.records or ".") / "costs.json"
         costs = json.loads(costs_file.read_text()) if a.records and costs_file.exists() else {}

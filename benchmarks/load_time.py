@@ -9,9 +9,11 @@ cache first (ANY2POINT_CACHE in a temp dir), so the packaged backbone is convert
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,10 +36,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--entries", nargs="*")
     p.add_argument("--fresh-cache", action="store_true")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "load_time.json"), help="the record")
     a = p.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from zoo.registry import DEFAULTS
     entries = a.entries or list(DEFAULTS.values())
+    rows = {}
     print("| entry | trained | imports s | cold load s | first predict s | cold load + predict s | warm load + predict s |")
     print("|---|---|---|---|---|---|---|")
     for name in entries:
@@ -51,8 +55,13 @@ def main(argv=None):
             print(f"| {name} | error: {out.stderr.strip().splitlines()[-1]} |||||")
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
+        rows[name] = r
         print(f"| {name} | {r['trained']} | {r['imports']:.2f} | {r['load']:.2f} | {r['first_predict']:.2f} | "
               f"{r['load'] + r['first_predict']:.2f} | {r['warm']:.3f} |")
+    record = dict(benchmark="load_time", date=time.strftime("%Y-%m-%d %H:%M"), host=platform.node(),
+                  cpus=os.cpu_count(), loadavg_1m=os.getloadavg()[0], fresh_cache=a.fresh_cache, results=rows)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
     python benchmarks/method_cost.py [--benchmark kicad33] [--repeats 20] [--threads 1] [--only KEY ...]
 
-For each backbone's recipe (train/configs/<benchmark>_<backbone>.toml) and every ablation of suite.METHOD_ABLATIONS
-on it, the model is built exactly as train/run.py builds it (random trainable weights: the cost does not depend on
-them) and timed with speed.py's interleaved medians: one 2,048-point cloud end to end, the bare frozen backbone on
+For every backbone's recipe (train/configs/<benchmark>_<backbone>.toml; with --only, those the ablations use) and
+every ablation of suite.METHOD_ABLATIONS on it, the model is built exactly as train/run.py builds it (random
+trainable weights: the cost does not depend on them) and timed with speed.py's interleaved medians: one 2,048-point cloud end to end, the bare frozen backbone on
 the same tokens, and a training step at the recipe's points and batch. Writes benchmarks/results/<benchmark>/
 costs.json, which compare_runs.py's ablation table reads. Run it on an idle machine (no training beside it).
 """
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from speed import bench_forward, bench_train  # noqa: E402
-from suite import METHOD_ABLATIONS, recipe  # noqa: E402
+from suite import BACKBONES, METHOD_ABLATIONS, recipe  # noqa: E402
 
 
 def cost(benchmark, short, sets=(), repeats=20, train_repeats=3, points=2048):
@@ -49,7 +49,8 @@ def main(argv=None):
     out = Path(a.out or ROOT / "benchmarks" / "results" / a.benchmark / "costs.json")
     costs = json.loads(out.read_text()) if out.exists() else {}
     todo = {k: v for k, v in METHOD_ABLATIONS.items() if not a.only or k in a.only}
-    plan = [(f"recipe-{short}", short, []) for short in sorted({short for short, _, _ in todo.values()})]
+    plan = [(f"recipe-{short}", short, []) for short in (sorted(BACKBONES) if not a.only else
+                                                           sorted({short for short, _, _ in todo.values()}))]
     plan += [(f"{key}-{short}", short, sets) for key, (short, _, sets) in todo.items()]
     for i, (name, short, sets) in enumerate(plan, 1):
         c = cost(a.benchmark, short, sets, a.repeats)

@@ -57,7 +57,7 @@ def rows(runs_dir, records=None):
     have = {name for name, *_ in found}
     for f in sorted(Path(records).glob("*.json")) if records else []:
         rec = json.loads(f.read_text())
-        if rec["run"] not in have:
+        if "run" in rec and rec["run"] not in have:  # costs.json lives beside the records
             found.append((rec["run"], rec["result"], rec["run_config"], rec["entry"]))
     out = []
     for name, r, cfg, entry in found:
@@ -115,12 +115,13 @@ def main(argv=None):
     p.add_argument("--benchmark", default="sh3d", choices=["sh3d", "kicad33"])
     p.add_argument("--runs-dir", help="default: runs/<benchmark>")
     p.add_argument("--records", help="kept run records (benchmarks/compare_runs.py) for runs whose folders are gone; "
-                   "'' = none; default benchmarks/results/<benchmark>")
+                   "'' = none; default benchmarks/results/<the runs dir's name>")
     p.add_argument("--readme", help="update this file's results block")
     p.add_argument("--block", default="results", help="the README block's name")
     a = p.parse_args(argv)
     a.runs_dir = a.runs_dir or str(ROOT / "runs" / a.benchmark)
-    a.records = str(ROOT / "benchmarks/results" / a.benchmark) if a.records is None else a.records
+    # records mirror run folders: runs/kicad33 -> benchmarks/results/kicad33, runs/kicad33-e30 -> .../kicad33-e30
+    a.records = str(ROOT / "benchmarks/results" / Path(a.runs_dir).name) if a.records is None else a.records
     rs = rows(a.runs_dir, a.records or None)
     if not rs:
         raise SystemExit(f"no finished runs (result.json) under {a.runs_dir}")

@@ -52,7 +52,7 @@ METHOD_ABLATIONS = {
                      "model.pointpn_hidden=[48,96,32]", "model.pointpn_blocks=[1,1,1]"]),
     "guided-full": ("whisper", "full-width guided adapter (official structure)", ["model.guided_mode=full"]),
     "views-tilted": ("minilm", "six distinct (tilted) 1D views instead of the mirror pairs", ["model.views_1d=tilted"]),
-    "recipe": ("whisper", "official recipe items: per-step resampling, no decay on biases/norms/cls, adapter "
+    "official-items": ("whisper", "official recipe items: per-step resampling, no decay on biases/norms/cls, adapter "
                "dropout 0.1", ["resample=true", "decay_all=false", "model.adapter_dropout=0.1"]),
     # not an item of the official code: does the 10-epoch CPU schedule underfit (train accuracy ~ val accuracy)?
     "epochs-30": ("whisper", "30 epochs instead of 10 (warm-up 3)", ["epochs=30", "warmup_epochs=3"]),

@@ -122,7 +122,8 @@ def table(record):
     where = {"sh3d": "SweetHome3D", "kicad33": "kicad33"}.get(record["data"], record["data"])
     first = next(iter(record["results"].values()))
     cols = [c for c in COLUMNS if c in first["accuracy"]]
-    of = f" (a seeded {record['clouds']} of {record['split_size']})" if record.get("split_size", 0) > record["clouds"] else ""
+    subset = record.get("split_size", 0) > record["clouds"]
+    of = f" (a seeded {record['clouds']} of {record['split_size']})" if subset else ""
     lines = [f"{where} {record['split']} split{of}, {record['clouds']} models, accuracy (%); \"auto\" scores "
              f"{', '.join(record['auto_up'])} over {record.get('auto_turns', 2)} quarter turns; gap = z-up "
              "\"auto\" minus the y-up single pass", "",

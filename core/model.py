@@ -236,7 +236,8 @@ class Any2Point(nn.Module):
         Each cloud is subsampled as in predict; clouds of equal size (after that) share a batch, so each result is
         predict's up to float rounding. up: as in predict, or "auto": each orientation in AUTO_UP is scored by the
         model's confidence (minus the entropy of its mean prediction over AUTO_TURNS quarter turns about the
-        vertical, the turns it was trained under) plus AUTO_PRIOR x core.points.upright_prior, and each cloud gets
+        vertical, the turns it was trained under) plus the entry's up_prior (default AUTO_PRIOR) x
+        core.points.upright_prior, and each cloud gets
         the best one's prediction, averaged over those turns (ties go to the first, the model's own). with_up=True
         returns [(probabilities, up axis used), ...].
         """
@@ -252,6 +253,8 @@ class Any2Point(nn.Module):
                 for k in range(turns):
                     jobs[i, u, k] = reorient(quarter_turn(y_up, k), "y", to=self.up)
         probs = self._batched_probs(jobs, batch_size)
+        weight = getattr(self.info, "up_prior", None)
+        weight = AUTO_PRIOR if weight is None else weight  # the entry's own (its objects' posture), else the default
         out = []
         for i in range(len(pts)):
             best = None
@@ -259,7 +262,7 @@ class Any2Point(nn.Module):
                 if len(ups) > 1:
                     mean = torch.stack([probs[i, u, k] for k in range(turns)]).mean(0)
                     prior = upright_prior(reorient(jobs[i, u, 0], self.up, to="y")[None])[0].item()
-                    score = (mean * mean.clamp_min(1e-12).log()).sum().item() + AUTO_PRIOR * prior
+                    score = (mean * mean.clamp_min(1e-12).log()).sum().item() + weight * prior
                 else:
                     score = 0.0
                 if best is None or score > best[0]:
@@ -333,6 +336,9 @@ INFERENCE_THREADS = None
 # the previous 2 turns / turn-0 prediction: -3.6 on val, -6.7 on test); costs len(AUTO_UP) x AUTO_TURNS forwards.
 # Averaging the prediction over the turns it already ran is where most of the gain comes from: a wrong pick costs
 # less when the kept prediction is steadier.
+# An entry may carry its own prior weight (config.json "up_prior", from its dataset loader's UP_PRIOR): components
+# lie flat on a board, so for kicad33 the prior counts against "standing tall" (-2, chosen on the Whisper entry's
+# kicad33 val split: the z-up gap went from -15.0 at +2 to -1.4).
 AUTO_UP = ("y", "z")
 AUTO_TURNS = 4
 AUTO_PRIOR = 2.0

@@ -387,6 +387,23 @@ def test_run_records_outlive_the_runs(tmp_path):
     assert compare_runs.collect(runs, records=None, shipped=False) == {}
 
 
+def test_a_shipped_entry_stands_in_only_where_neither_run_nor_record_is_left(tmp_path, monkeypatch):
+    """The shipped entry may have been retrained under another recipe since: a kept record of the run wins."""
+    import compare_runs
+    asked = []
+    monkeypatch.setattr(compare_runs, "shipped_run", lambda name, **kw: asked.append(name))
+    records = tmp_path / "records"
+    records.mkdir()
+    name = "any2point-audio-whisper-kicad33"
+    (records / f"{name}.json").write_text(json.dumps({"run": name}))
+    compare_runs.collect(tmp_path / "runs", records=None, benchmark="kicad33")
+    assert sorted(asked) == sorted(f"any2point-{m}-{b}-kicad33" for b, m in compare_runs.BACKBONES.items())
+    asked.clear()
+    monkeypatch.setattr(compare_runs, "parse_run", lambda name: None)  # the record's content is not the point
+    compare_runs.collect(tmp_path / "runs", records=records, benchmark="kicad33")
+    assert name not in asked and len(asked) == 2
+
+
 def test_method_ablations_plan_and_table(tmp_path):
     """Each faithful-method ablation is a recipe run plus --set flags, and its table row pairs it with that
     backbone's recipe run: interval, verdict, and the cost columns from the records and costs.json."""
@@ -398,7 +415,7 @@ def test_method_ablations_plan_and_table(tmp_path):
     flags = dict((n, f) for n, _, f in plan)
     assert flags["ablation-guided-full-whisper"] == ["--set", "model.guided_mode=full"]
     assert "ablation-views-tilted-minilm" in [n for n, _, _ in suite.runs(None, method_ablations=True)]
-    assert "ablation-recipe-whisper" not in [n for n, _, _ in suite.runs(None)]
+    assert "ablation-official-items-whisper" not in [n for n, _, _ in suite.runs(None)]
     assert suite.ablation_text("no-pe") == "no PE" and "Point-PN" in suite.ablation_text("pointpn-cpu")
     # every ablation's flags are settings train/run.py accepts, and each lands in the run config
     from train.run import parse_args, parse_setting, resolve
@@ -413,7 +430,7 @@ def test_method_ablations_plan_and_table(tmp_path):
     better = np.r_[np.ones(50), np.zeros(10)]
     T = compare_runs.Tested
     results = {("whisper", "any2point"): [T(base, groups)], ("whisper", "ablation:guided-full"): [T(better, groups)],
-               ("whisper", "ablation:recipe"): [T(base.copy(), groups)]}
+               ("whisper", "ablation:official-items"): [T(base.copy(), groups)]}
     rec = tmp_path / "records"
     rec.mkdir()
     (rec / "ablation-guided-full-whisper.json").write_text(json.dumps(
@@ -427,7 +444,7 @@ def test_method_ablations_plan_and_table(tmp_path):
     full = rows[suite.ablation_text("guided-full")]
     assert full[2:6] == ["50.0% → 52.0%", "50.0%", "83.3%", "+33.3"] and full[7] == "yes: ablation ahead"
     assert full[8:] == ["480,897", "9.5", "41"]
-    assert rows[suite.ablation_text("recipe")][7] == "no" and rows[suite.ablation_text("recipe")][2] == "50.0% → —"
+    assert rows[suite.ablation_text("official-items")][7] == "no" and rows[suite.ablation_text("official-items")][2] == "50.0% → —"
     assert rows["the recipe itself"][-3:] == ["382,785", "14.7", "30"] and rows["the recipe itself"][2] == "50.0%"
     official = rows[suite.ablation_text("pointpn-official")]  # too slow to train here: its cost, no accuracy
     assert official[2] == "not trained here (cost only)" and official[-3:] == ["1,234,567", "0.70", "900"]
@@ -454,3 +471,15 @@ def test_up_axis_columns_on_a_tiny_model():
     md = up_axis.table(record)
     gap = 100 * (acc['z-up, up="auto"'] - acc["y-up"])
     assert "a seeded 6 of 60" in md and md.splitlines()[4].endswith(f"| {gap:+.1f} |")
+
+
+def test_a_card_takes_the_comparison_only_of_its_own_run():
+    """A shipped entry retrained under another recipe must not be given the rows of the run it replaced."""
+    import compare_runs
+    shipped = {"adapter": {"sha256": "a" * 64}, "training": {"dataset": "kicad33", "epochs": 30, "points": 512,
+                                                            "seed": 0}}
+    assert compare_runs.is_shipped({"entry": {"adapter_sha256": "a" * 64}}, shipped)
+    assert not compare_runs.is_shipped({"entry": {"adapter_sha256": "b" * 64}}, shipped)
+    old = {"entry": {}, "run_config": {"dataset": "kicad33", "epochs": 10, "points": 512, "seed": 0}}
+    assert not compare_runs.is_shipped(old, shipped)  # a record from before the sha: its settings decide
+    assert compare_runs.is_shipped({**old, "run_config": {**old["run_config"], "epochs": 30}}, shipped)

@@ -241,6 +241,37 @@ def test_upright_prior_prefers_an_object_standing_on_its_base():
     assert torch.allclose(upright_prior(quarter_turn(cone)[None]), upright_prior(cone[None]))
 
 
+def test_an_entrys_up_prior_decides_what_auto_keeps_when_the_model_cannot_tell():
+    """The prior's weight comes from the entry (components lie flat: negative), else core.model.AUTO_PRIOR."""
+    from types import SimpleNamespace
+    from core.points import reorient, upright_prior
+    from tiny import tiny_model
+    m = tiny_model(num_points=256).eval()
+    g = np.random.default_rng(2)
+    tall = (g.normal(size=(256, 3)) * [0.3, 2.0, 0.3]).astype(np.float32)  # a post: tall and narrow read y up
+    readings = {u: upright_prior(torch.as_tensor(reorient(tall, u))[None]).item() for u in ("y", "z")}
+    standing, lying = max(readings, key=readings.get), min(readings, key=readings.get)
+    for weight, expect in ((1e4, standing), (-1e4, lying)):  # the prior outweighs any confidence
+        m.info = SimpleNamespace(up="y", trained=True, up_prior=weight)
+        assert m.detect_up(tall) == expect
+    m.info = SimpleNamespace(up="y", trained=True)  # none declared: the default weight
+    import core.model
+    saved, core.model.AUTO_PRIOR = core.model.AUTO_PRIOR, 1e4
+    try:
+        assert m.detect_up(tall) == standing
+    finally:
+        core.model.AUTO_PRIOR = saved
+
+
+def test_kicad33_entries_carry_the_components_up_prior():
+    from train.data.kicad import UP_PRIOR
+    from zoo.registry import TASK_DEFAULTS
+    assert UP_PRIOR < 0
+    for name in TASK_DEFAULTS["kicad33"].values():
+        assert load_model(name).info.up_prior == UP_PRIOR
+    assert all(load_model(n).info.up_prior is None for n in TASK_DEFAULTS["sh3d"].values())
+
+
 def test_committed_entries_declare_y_up():
     from zoo.registry import TASK_DEFAULTS
     for name in [n for task in TASK_DEFAULTS.values() for n in task.values()]:

@@ -256,7 +256,8 @@ def export_entry(cfg, model, info, result, datasets, out_dir):
                 credits[key] = credits.get(key, 0) + 1
         extra["attribution"] = [f"{n} model{'s' * (n > 1)} by {c} ({lic})" for (c, lic), n in sorted(credits.items())]
     return save_model(model, Path(out_dir) / "entry", name=cfg.name or Path(cfg.output_dir).name, info=info,
-                      variant=cfg.variant, training=training, metrics=metrics, card_extra=extra)
+                      variant=cfg.variant, training=training, metrics=metrics, card_extra=extra,
+                      up_prior=getattr(loader, "UP_PRIOR", None))
 
 
 def main(argv=None):

@@ -104,6 +104,11 @@ class ModelInfo:
         return (self.artifact or {}).get("up") or "y"
 
     @property
+    def up_prior(self):
+        """The upright prior's weight for up="auto" (config.json "up_prior"), or None for core.model.AUTO_PRIOR."""
+        return (self.artifact or {}).get("up_prior")
+
+    @property
     def backbone_name(self):
         """A short display name of the backbone ("dinov2-s14", "minilm-l6", ...)."""
         return specs.short_name(self.backbone["spec"])
@@ -257,11 +262,13 @@ def randomized(backbone, info, seed):
 
 
 def save_model(model, folder, *, name, info, variant="any2point", training=None, metrics=None, card_extra=None,
-               up="y"):
+               up="y", up_prior=None):
     """An Any2Point + its backbone info -> entry folder (config.json, adapter.safetensors, README.md).
 
     The one place that says what an entry's config holds; train/run.py and tests both save through it. `up`: the up
     axis of the training clouds (every loader here delivers y-up clouds; predict(up=...) turns inputs into it).
+    `up_prior`: the weight predict(up="auto") gives core.points.upright_prior for this entry's objects (the dataset
+    loader's UP_PRIOR: furniture stands on a wide base, components lie flat on a board); None: the default.
     """
     from core.points import UP_AXES
     from zoo.hub import save_entry
@@ -271,4 +278,6 @@ def save_model(model, folder, *, name, info, variant="any2point", training=None,
     config = dict(name=name, modality=info.get("modality") or model.backbone.modality, labels=list(model.labels),
                   up=up, backbone=backbone, model=model.config.to_dict(), variant=variant, training=training or {},
                   metrics=metrics or {}, license=(info.get("license") or "other").lower())  # Hub ids are lowercase
+    if up_prior is not None:
+        config["up_prior"] = float(up_prior)
     return save_entry(folder, config=config, state=model.trainable_state_dict(), card_extra=card_extra)

@@ -60,6 +60,9 @@ DEFAULT_LICENCE = "CC-BY-SA-4.0 WITH KiCad-libraries-exception"
 DATA_LICENCE = (f"{DEFAULT_LICENCE} (KiCad 3D models, Debian kicad-packages3d; a few GPL-3.0-or-later); "
                 "built locally, never redistributed here")
 WEIGHTS_LICENSE = "cc-by-sa-4.0"  # adapters trained on share-alike data are shared alike
+# predict(up="auto")'s upright-prior weight for entries trained here (core.model): components lie flat on a board,
+# so "wide base, standing tall" is evidence against the true up; chosen on val (README, the up axis)
+UP_PRIOR = -2.0
 LICENCE_NAMES = {"CC-BY-SA-4.0-with-exception": DEFAULT_LICENCE, "GPL-3+": "GPL-3.0-or-later",
                  "GPL-2+": "GPL-2.0-or-later"}  # Debian copyright short names -> SPDX-style names
 
