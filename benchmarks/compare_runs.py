@@ -237,16 +237,15 @@ def ablation_table(results, boot=10000, costs=None, records=None):
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     widths = []
 
-    def val(backbone, key):  # what a recipe choice may look at: the val split, never the test columns
+    def facts(backbone, key):
+        """-> (val acc, 'trainable | clouds/s | ms' cells) of the ablation `key` (None: the recipe), one record read.
+        Val is what a recipe choice may look at, never the test columns."""
         rec = _record(records, f"ablation-{key}-{backbone}" if key else None, backbone)
-        return f"{rec['result']['val_acc']:.1%}" if rec and "val_acc" in rec["result"] else "—"
-
-    def cost(backbone, key):
-        rec = _record(records, f"ablation-{key}-{backbone}" if key else None, backbone)
-        c = costs.get(f"{key or 'recipe'}-{backbone}", {})
-        ms = f"{c['ms_per_cloud']:.0f}" if "ms_per_cloud" in c else "—"
-        return (f"{rec['result'].get('trainable_parameters', 0):,}" if rec else "—",
-                f"{rec['result']['clouds_per_s']:.1f}" if rec and "clouds_per_s" in rec["result"] else "—", ms)
+        r, c = rec["result"] if rec else {}, costs.get(f"{key or 'recipe'}-{backbone}", {})
+        cells = (f"{r['trainable_parameters']:,}" if "trainable_parameters" in r else "0" if rec else "—",
+                 f"{r['clouds_per_s']:.1f}" if "clouds_per_s" in r else "—",
+                 f"{c['ms_per_cloud']:.0f}" if "ms_per_cloud" in c else "—")
+        return f"{r['val_acc']:.1%}" if "val_acc" in r else "—", " | ".join(cells)
 
     for backbone, method in sorted(k for k in results if k[1].startswith("ablation:")):
         base = results.get((backbone, "any2point"))
@@ -259,9 +258,9 @@ def ablation_table(results, boot=10000, costs=None, records=None):
         widths.append((hi - lo) / 2)
         key = method.removeprefix("ablation:")
         verdict = "yes: ablation ahead" if lo > 0 else "yes: recipe ahead" if hi < 0 else "no"
-        lines.append(f"| {backbone} | {ablation_text(key)} | {val(backbone, None)} → {val(backbone, key)} | "
-                     f"{acc_b:.1%} | {acc_a:.1%} | {d * 100:+.1f} | "
-                     f"[{lo * 100:+.1f}, {hi * 100:+.1f}] | {verdict} | {' | '.join(cost(backbone, key))} |")
+        (val_a, cells), val_b = facts(backbone, key), facts(backbone, None)[0]
+        lines.append(f"| {backbone} | {ablation_text(key)} | {val_b} → {val_a} | {acc_b:.1%} | {acc_a:.1%} | "
+                     f"{d * 100:+.1f} | [{lo * 100:+.1f}, {hi * 100:+.1f}] | {verdict} | {cells} |")
     trained = {(b, m.removeprefix("ablation:")) for b, m in results if m.startswith("ablation:")}
     for key, (backbone, _, _) in METHOD_ABLATIONS.items():  # measured but not trained: say so, with its cost
         c = costs.get(f"{key}-{backbone}")
@@ -270,8 +269,8 @@ def ablation_table(results, boot=10000, costs=None, records=None):
                          f"— | {c.get('trainable', 0):,} | {c.get('train_clouds_per_s', 0):.2f} | "
                          f"{c['ms_per_cloud']:.0f} |")
     for backbone in sorted({k[0] for k in results if k[1].startswith("ablation:")}):
-        lines.append(f"| {backbone} | the recipe itself | {val(backbone, None)} | — | — | — | — | — | "
-                     f"{' | '.join(cost(backbone, None))} |")
+        val_b, cells = facts(backbone, None)
+        lines.append(f"| {backbone} | the recipe itself | {val_b} | — | — | — | — | — | {cells} |")
     if widths:
         lines += ["", f"Resolution: 95% interval half-width {min(widths) * 100:.1f}–{max(widths) * 100:.1f} points; "
                       "train clouds/s measured while two single-threaded runs shared the 2 cores; forward ms: one "

@@ -237,9 +237,8 @@ class Any2Point(nn.Module):
         predict's up to float rounding. up: as in predict, or "auto": each orientation in AUTO_UP is scored by the
         model's confidence (minus the entropy of its mean prediction over AUTO_TURNS quarter turns about the
         vertical, the turns it was trained under) plus the entry's up_prior (default AUTO_PRIOR) x
-        core.points.upright_prior, and each cloud gets
-        the best one's prediction, averaged over those turns (ties go to the first, the model's own). with_up=True
-        returns [(probabilities, up axis used), ...].
+        core.points.upright_prior, and each cloud gets the best one's prediction, averaged over those turns (ties go
+        to the first, the model's own). with_up=True returns [(probabilities, up axis used), ...].
         """
         pts = [self._one_cloud(c, seed)[0] for c in clouds]
         auto = up == "auto"
@@ -257,18 +256,17 @@ class Any2Point(nn.Module):
         weight = AUTO_PRIOR if weight is None else weight  # the entry's own (its objects' posture), else the default
         out = []
         for i in range(len(pts)):
+            means = {u: torch.stack([probs[i, u, k] for k in range(turns)]).mean(0) for u in ups}
             best = None
-            for u in ups:
+            for u, mean in means.items():
                 if len(ups) > 1:
-                    mean = torch.stack([probs[i, u, k] for k in range(turns)]).mean(0)
                     prior = upright_prior(reorient(jobs[i, u, 0], self.up, to="y")[None])[0].item()
                     score = (mean * mean.clamp_min(1e-12).log()).sum().item() + weight * prior
                 else:
                     score = 0.0
                 if best is None or score > best[0]:
                     best = (score, u)
-            mean = torch.stack([probs[i, best[1], k] for k in range(turns)]).mean(0)
-            out.append((self._ranked(mean, top_k), best[1]))
+            out.append((self._ranked(means[best[1]], top_k), best[1]))
         return out if with_up else [ranked for ranked, _ in out]
 
     def _batched_probs(self, clouds, batch_size):
