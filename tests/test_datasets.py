@@ -2,6 +2,9 @@
 
 import csv
 import json
+import shutil
+import subprocess
+import tempfile
 import zipfile
 
 import h5py
@@ -242,6 +245,36 @@ def test_sh3d_build_and_dataset(tmp_path):
     check_items(ds, 32)
     assert len(SH3D(out, None)) == 32 and SH3D(out, "val")[0][0].shape == (64, 3)
     assert DATASETS["sh3d"] is SH3D
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="needs dpkg-deb")
+def test_sh3d_build_from_deb(tmp_path, monkeypatch):
+    """Not installed: the builder reads the catalogs out of the package's .deb (downloaded once, nothing installed)
+    and removes what it extracted; the build equals the one from the catalog folder."""
+    pkg = tmp_path / "pkg"
+    (pkg / sh3d.CATALOGS_IN_DEB).mkdir(parents=True)
+    fake_catalog(pkg / sh3d.CATALOGS_IN_DEB / "Test.sh3f")
+    (pkg / "DEBIAN").mkdir()
+    (pkg / "DEBIAN/control").write_text(f"Package: {sh3d.PACKAGE}\nVersion: 1.8-1\nArchitecture: all\n"
+                                        "Maintainer: test <t@example.org>\nDescription: test\n")
+    deb = tmp_path / "cache" / f"{sh3d.PACKAGE}_1.8-1_all.deb"
+    deb.parent.mkdir()
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-b", str(pkg), str(deb)], check=True,
+                   capture_output=True)
+    monkeypatch.setattr(sh3d, "CATALOG_DIRS", (str(tmp_path / "nowhere"),))  # not installed
+    downloads = []
+    monkeypatch.setattr(sh3d.debs, "download", lambda package, hint: downloads.append(package) or deb)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    report = sh3d.build(tmp_path / "out", points=32, seed=1, log=lambda s: None)
+    assert downloads == [sh3d.PACKAGE] and report["models"] == 32
+    assert report["settings"]["package_version"] == "1.8-1" and list(report["settings"]["catalogs"]) == ["Test.sh3f"]
+    assert not list((tmp_path / "tmp").iterdir())  # the extraction is removed
+    ref = sh3d.build(tmp_path / "ref", points=32, seed=1, catalogs=pkg / sh3d.CATALOGS_IN_DEB, log=lambda s: None)
+    np.testing.assert_array_equal(np.load(tmp_path / "out/points.npy"), np.load(tmp_path / "ref/points.npy"))
+    assert ref["settings"]["catalogs"] == report["settings"]["catalogs"]
+    with pytest.raises(DatasetError, match="is not a sweethome3d-furniture .deb"):
+        sh3d.build(tmp_path / "o2", deb=tmp_path / "out/points.npy", log=lambda s: None)
 
 
 def test_sh3d_errors(tmp_path, capsys):

@@ -3,6 +3,7 @@
 import json
 import shutil
 import subprocess
+import tempfile
 
 import numpy as np
 import pytest
@@ -327,7 +328,7 @@ def test_build_from_deb(tmp_path, monkeypatch):
     deb = tmp_path / "k.deb"
     subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-b", str(pkg), str(deb)], check=True,
                    capture_output=True)
-    monkeypatch.setattr(kicad.tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     report = kicad.build(tmp_path / "out", points=32, deb=deb, cap=4, log=lambda s: None)
     assert report["settings"]["source"]["version"] == "6.0.10-1" and report["copyright_file"]

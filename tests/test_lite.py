@@ -1,4 +1,5 @@
-"""core.backbones.lite against transformers: same keys, same outputs; the packaged load path never imports transformers."""
+"""core.backbones.lite against transformers and timm: same keys, same outputs; the packaged load path never imports
+transformers or timm."""
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import torch
 from core.backbones import lite, wrap
 from core.backbones.hf_audio import HFWhisperEncoder
 from core.backbones.hf_text import HFBert
+from core.backbones.timm_vit import TimmViT
 from zoo.fingerprint import state_fingerprint
 from zoo.registry import CHECKPOINTS, DEFAULTS, get_entry
 from zoo.sources import PACKAGED, load_packaged
@@ -76,6 +78,30 @@ def test_whisper_encoder_matches_transformers():
         ours(torch.randn(1, 8, 20))
 
 
+def test_vit_matches_timm():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    ref = timm.create_model("vit_small_patch14_dinov2", pretrained=False, img_size=56, embed_dim=64, depth=2,
+                            num_heads=2, num_classes=0)
+    with torch.no_grad():  # timm's layer scale starts at 1e-5: make the blocks matter
+        for blk in ref.blocks:
+            blk.ls1.gamma.uniform_(0.5, 1.5), blk.ls2.gamma.uniform_(0.5, 1.5)
+    hf, ours = _twins(ref, lite.VisionTransformer(img_size=56, patch_size=14, embed_dim=64, depth=2, num_heads=2))
+    assert ours.blocks[0].attn.num_heads == ref.blocks[0].attn.num_heads == 2
+    assert lite.VisionTransformer(img_size=28, embed_dim=384, depth=1).blocks[0].attn.num_heads == 6  # ViT-S/14
+    images = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        _close(hf.forward_features(images), ours.forward_features(images))
+        _close(hf(images), ours(images))
+        bh, bl = wrap(hf), wrap(ours)
+        assert type(bl) is TimmViT and bl.width == 64 and bl.pos_table().shape == (4, 4, 64)
+        assert bl.grid == bh.grid and bl.table_prefix == bh.table_prefix == 1 and bl.num_prefix == 1
+        assert bl.ffn_output(1) is ours.blocks[1].ls2
+        _close(bh.cls_init(), bl.cls_init())
+        x = torch.randn(2, 20, 64)
+        _close(bh(x), bl(x))
+
+
 def test_fresh_build_matches_transformers_init():
     """Whisper's sinusoid table and (seeded) BERT init are transformers' own, so scratch:1d kept its weights."""
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
@@ -113,9 +139,9 @@ def test_unsupported_configs_are_refused():
         lite.WhisperConfig.from_dict({"dropout": 0.1})
 
 
-# --- the packaged backbones of the default language and audio entries ----------------------------------------------
+# --- the packaged backbones of the default entries -----------------------------------------------------------------
 
-ENTRIES = [DEFAULTS["language"], DEFAULTS["audio"]]
+ENTRIES = [DEFAULTS["vision"], DEFAULTS["language"], DEFAULTS["audio"]]
 
 
 def _source(entry):
@@ -136,27 +162,28 @@ def test_packaged_lite_fingerprint_is_the_recorded_one(cache, entry):
         assert info["sha256"] == state_fingerprint(model) == recorded
 
 
-def test_load_and_predict_never_import_transformers(cache):
+def test_load_and_predict_never_import_transformers_or_timm(cache):
     for entry in ENTRIES:
-        load_packaged(_source(entry).name)  # warm the cache: only the one-time conversion may use transformers
+        load_packaged(_source(entry).name)  # warm the cache: only the one-time conversion may use transformers/onnx
     child = f"""
 import json, sys
 import numpy as np
 from zoo import load_model
-imported = "transformers" in sys.modules
+heavy = lambda: sorted(m for m in ("transformers", "timm", "torchvision", "onnx") if m in sys.modules)
+imported = heavy()
 out, sympy = {{}}, False
 for name in {ENTRIES!r}:
     m = load_model(name)
     sympy |= "sympy" in sys.modules
     m.predict(np.random.default_rng(0).normal(size=(512, 3)).astype(np.float32))
     out[name] = m.info.backbone["sha256"]
-print(json.dumps(dict(at_import=imported, after=("transformers" in sys.modules), sympy=sympy, sha=out)))
+print(json.dumps(dict(at_import=imported, after=heavy(), sympy=sympy, sha=out)))
 """
     env = dict(os.environ, ANY2POINT_CACHE=str(cache), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     run = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     r = json.loads(run.stdout.strip().splitlines()[-1])
-    assert not r["at_import"] and not r["after"], "transformers was imported on the packaged load path"
+    assert r["at_import"] == r["after"] == [], f"imported on the packaged load path: {r['after']}"
     # normal_/sin on a meta tensor load torch's python meta kernels (sympy & co, ~0.8 s): lite skips init on meta
     assert not r["sympy"], "loading imported sympy: an init op ran on the meta-device build"
     for name, sha in r["sha"].items():  # load_artifact already refuses a mismatch; say it here too

@@ -158,7 +158,9 @@ def test_committed_entries_keep_their_logits(name):
                 worst = max(worst, (m(pts)[0] - torch.tensor(ref)).abs().max().item())
     finally:
         torch.set_num_threads(threads)
-    assert worst <= 1e-6, f"{name}: logits moved by {worst:.2e}"
+    # fp32 kernels differ across CPU generations (AVX2 / AVX-512 / AMX machines disagree by up to ~5e-6 on these
+    # logits, which are O(1-10)); a change of the model or its maths moves them by orders of magnitude more
+    assert worst <= 2e-5, f"{name}: logits moved by {worst:.2e}"
 
 
 def test_untrained_recipe_labels_come_from_the_dataset_loader():

@@ -1,14 +1,16 @@
-"""Plain-torch copies of the two transformers encoders behind the packaged backbones: BERT (MiniLM-L6) and the
-Whisper encoder (tiny.en).
+"""Plain-torch copies of the three encoders behind the packaged backbones: BERT (MiniLM-L6), the Whisper encoder
+(tiny.en) and timm's DINOv2 ViT (ViT-S/14).
 
-Why: importing transformers' modeling files costs 1-2 s (torch._dynamo, torch.distributed, generation utils), more
-than the rest of a cold zoo load. These are the same maths in plain torch.
+Why: importing transformers' modeling files costs 1-2 s (torch._dynamo, torch.distributed, generation utils), and
+importing timm about 2.4 s (its layers import torchvision's model zoo, which imports torch._dynamo): more than the
+rest of a cold zoo load. These are the same maths in plain torch.
 
 Contract: state_dict keys, shapes and module attribute paths are exactly transformers' `BertModel` and
-`WhisperEncoder`, and so are the class names, so the converted weights load strict, the weights fingerprint does not
-change and the backbone wrappers (hf_text.HFBert, hf_audio.HFWhisperEncoder, matched on the class name) work on either.
-Encoder inference only: no decoder, cross-attention, KV cache or relative positions (from_dict refuses configs that
-need them). tests/test_lite.py checks both against transformers.
+`WhisperEncoder` and timm's `VisionTransformer`, and so are the class names, so the converted weights load strict,
+the weights fingerprint does not change and the backbone wrappers (hf_text.HFBert, hf_audio.HFWhisperEncoder,
+timm_vit.TimmViT, matched on the class name) work on either. Encoder inference only: no decoder, cross-attention, KV
+cache or relative positions (from_dict refuses configs that need them); the ViT at its native grid only (no position
+interpolation, no registers). tests/test_lite.py checks all three against their libraries.
 """
 import dataclasses
 import math
@@ -293,3 +295,81 @@ class WhisperEncoder(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return Output(self.layer_norm(x))
+
+
+# --- DINOv2 ViT (timm's VisionTransformer keys): patch conv, cls token, pre-LN blocks with layer scale ---------------
+class PatchEmbed(nn.Module):
+    def __init__(self, img_size, patch_size, dim):
+        super().__init__()
+        self.grid_size = (img_size // patch_size, img_size // patch_size)
+        self.proj = nn.Conv2d(3, dim, patch_size, stride=patch_size)
+
+    def forward(self, images):  # (B, 3, H, W) -> (B, H/p * W/p, C)
+        return self.proj(images).flatten(2).transpose(1, 2)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.num_heads, self.head_dim = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, T, C))
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim, init=1e-5):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x):
+        return x * self.gamma
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, dim, heads, mlp_ratio=4.0, eps=1e-6):
+        super().__init__()
+        self.norm1, self.attn, self.ls1 = nn.LayerNorm(dim, eps=eps), Attention(dim, heads), LayerScale(dim)
+        self.norm2, self.mlp, self.ls2 = nn.LayerNorm(dim, eps=eps), Mlp(dim, int(dim * mlp_ratio)), LayerScale(dim)
+
+    def forward(self, x):
+        x = x + self.ls1(self.attn(self.norm1(x)))
+        return x + self.ls2(self.mlp(self.norm2(x)))
+
+
+class VisionTransformer(nn.Module):
+    """timm's `vit_*_patch14_dinov2` with num_classes=0: a cls token, its position in the table, no registers."""
+    num_prefix_tokens = 1
+
+    def __init__(self, img_size=518, patch_size=14, embed_dim=384, depth=12, num_heads=None):
+        super().__init__()
+        self.embed_dim = embed_dim
+        self.patch_embed = PatchEmbed(img_size, patch_size, embed_dim)
+        grid = self.patch_embed.grid_size
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + grid[0] * grid[1], embed_dim))
+        self.norm_pre = nn.Identity()
+        heads = num_heads or embed_dim // 64  # DINOv2: 64-dim heads at every size
+        self.blocks = nn.Sequential(*[Block(embed_dim, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+
+    def forward_features(self, images):  # (B, 3, H, W) at the native size -> (B, 1 + grid, C)
+        x = self.patch_embed(images)
+        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1) + self.pos_embed
+        return self.norm(self.blocks(self.norm_pre(x)))
+
+    def forward(self, images):  # the pooled cls feature, as timm's num_classes=0 model
+        return self.forward_features(images)[:, 0]

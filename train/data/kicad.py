@@ -28,12 +28,8 @@ import contextlib
 import fnmatch
 import hashlib
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections import Counter, defaultdict
@@ -41,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import debs
 from . import folds as kfold
 from .built import BuiltDataset, require_build
 from .errors import DatasetError
@@ -357,41 +354,7 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, points: int, seed: i
 
 
 # ---------------------------------------------------------------- the package
-def cache_dir() -> Path:
-    return Path(os.environ.get("ANY2POINT_CACHE") or Path.home() / ".cache" / "any2point") / "debs"
-
-
-def _run(cmd, **kw) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, **kw)
-    except OSError as e:
-        raise DatasetError(f"cannot run {cmd[0]} ({e.strerror}); pass --models DIR with the .3dshapes folders, "
-                           f"or install {PACKAGE}") from None
-
-
-def deb_info(deb: Path) -> dict:
-    res = _run(["dpkg-deb", "-f", str(deb), "Package", "Version"], timeout=60)
-    fields = dict(line.split(": ", 1) for line in res.stdout.splitlines() if ": " in line)
-    if res.returncode or fields.get("Package") != PACKAGE:
-        why = " ".join(res.stderr.split())[:120] or f"package {fields.get('Package')!r}"
-        raise DatasetError(f"{deb} is not a {PACKAGE} .deb ({why})")
-    return {"package": PACKAGE, "version": fields.get("Version"), "from": str(deb), "bytes": deb.stat().st_size}
-
-
-def download_deb() -> Path:
-    """The .deb from the apt cache folder, downloaded there once with `apt-get download` (no install, no root)."""
-    folder = cache_dir()
-    found = sorted(folder.glob(f"{PACKAGE}_*.deb"))
-    if found:
-        return found[-1]
-    folder.mkdir(parents=True, exist_ok=True)
-    res = _run(["apt-get", "download", PACKAGE], cwd=folder, timeout=3600)
-    found = sorted(folder.glob(f"{PACKAGE}_*.deb"))
-    if res.returncode or not found:
-        why = " ".join((res.stderr or res.stdout).split())[:160]
-        raise DatasetError(f"cannot get {PACKAGE}: apt-get download failed ({why}); install it "
-                           f"(sudo apt-get install -y {PACKAGE}) or pass --deb PATH")
-    return found[-1]
+HINT = f"install {PACKAGE} (sudo apt-get install -y {PACKAGE}), or pass --deb PATH or --models DIR"
 
 
 def locate(deb=None, models=None) -> tuple[str, Path, dict]:
@@ -405,13 +368,12 @@ def locate(deb=None, models=None) -> tuple[str, Path, dict]:
         deb = Path(deb)
         if not deb.is_file():
             raise DatasetError(f"{deb} not found; download it with: apt-get download {PACKAGE}")
-        return "deb", deb, deb_info(deb)
+        return "deb", deb, debs.deb_info(deb, PACKAGE, HINT)
     if any(INSTALLED.glob("*.3dshapes")):
-        res = _run(["dpkg-query", "-W", "-f=${Version}", PACKAGE], timeout=10)
-        return "models", INSTALLED, {"package": PACKAGE, "version": res.stdout.strip() or None,
+        return "models", INSTALLED, {"package": PACKAGE, "version": debs.installed_version(PACKAGE),
                                      "from": str(INSTALLED)}
-    deb = download_deb()
-    return "deb", deb, deb_info(deb)
+    deb = debs.download(PACKAGE, HINT)
+    return "deb", deb, debs.deb_info(deb, PACKAGE, HINT)
 
 
 @contextlib.contextmanager
@@ -422,25 +384,12 @@ def opened(kind: str, path: Path):
         copyright_file = Path("/usr/share/doc", PACKAGE, "copyright") if path == INSTALLED else path / "copyright"
         yield path, copyright_file if copyright_file.is_file() else None
         return
-    tmp = Path(tempfile.mkdtemp(prefix="kicad3d-"))
-    try:
-        with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(path)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE) as unpack:
-            tar = subprocess.run(["tar", "-x", "-C", str(tmp), "--wildcards", f"./{MODELS_IN_DEB}/*.wrl",
-                                  f"./{COPYRIGHT_IN_DEB}"], stdin=unpack.stdout, capture_output=True, text=True)
-            unpack.stdout.close()
-            err = unpack.stderr.read().decode(errors="replace")
+    with debs.extracted(path, [f"./{MODELS_IN_DEB}/*.wrl", f"./{COPYRIGHT_IN_DEB}"], prefix="kicad3d-") as tmp:
         models = tmp / MODELS_IN_DEB
-        # tar also fails when the copyright file is absent (it extracts the rest): only that failure is harmless
-        tar_err = [line for line in tar.stderr.splitlines() if "Not found in archive" not in line
-                   and "Exiting with failure status" not in line]
-        if unpack.returncode or tar_err or not any(models.glob("*.3dshapes/*.wrl")):
-            why = " ".join((err or "\n".join(tar_err)).split())[:160] or "no .wrl files in it"
-            raise DatasetError(f"cannot extract {path}: {why}")
+        if not any(models.glob("*.3dshapes/*.wrl")):
+            raise DatasetError(f"cannot extract {path}: no .wrl files in it")
         copyright_file = tmp / COPYRIGHT_IN_DEB
         yield models, copyright_file if copyright_file.is_file() else None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def read_copyright(path: Path | None) -> dict[str, tuple[str, str]]:

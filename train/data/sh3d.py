@@ -1,7 +1,11 @@
 """SweetHome3D furniture benchmark: an offline, permissively licensed 3D classification set built from the Debian
 package `sweethome3d-furniture` (five .sh3f zip catalogs of OBJ models).
 
-    python -m train.data.sh3d --out data/sh3d [--points 2048] [--seed 0] [--catalogs DIR]
+    python -m train.data.sh3d --out data/sh3d [--points 2048] [--seed 0] [--catalogs DIR | --deb PATH]
+
+Where the catalogs come from: `--catalogs DIR`, else `--deb PATH`, else the installed package, else `apt-get download
+sweethome3d-furniture` into $ANY2POINT_CACHE/debs (nothing is installed; train/data/debs.py), whose .sh3f files are
+extracted into a temporary folder for the build and removed afterwards.
 
 Writes points.npy (n, P, 3) float32 (centred, unit sphere, y up), labels.npy, classes.json, splits.json,
 manifest.csv and, last, build.json (so an interrupted build is never taken as complete).
@@ -10,12 +14,12 @@ manifest.csv and, last, build.json (so an interrupted build is never taken as co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
 import posixpath
 import re
-import subprocess
 import sys
 import time
 import zipfile
@@ -24,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import debs
 from . import folds as kfold
 from .built import BuiltDataset, require_build
 from .errors import DatasetError
@@ -31,6 +36,8 @@ from .folder import stable_hash
 
 BUILDER_VERSION = 2  # bump when the output of the same catalogs and settings would change
 PACKAGE = "sweethome3d-furniture"
+CATALOGS_IN_DEB = "usr/share/sweethome3d/furniture"
+HINT = f"install {PACKAGE} (sudo apt-get install -y {PACKAGE}), or pass --catalogs DIR or --deb PATH"
 CATALOG_DIRS = ("/usr/share/sweethome3d/furniture", "/usr/share/sweethome3d", "/usr/local/share/sweethome3d/furniture",
                 "~/.eteks/sweethome3d/furniture")
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
@@ -117,6 +124,32 @@ def find_catalogs(where=None) -> list[Path]:
     raise DatasetError(f"No .sh3f catalogs in {where}; install them with: sudo apt-get install -y {PACKAGE}")
 
 
+@contextlib.contextmanager
+def catalogs_from(where=None, deb=None):
+    """(catalog paths, package version) for the block: `where`, else the .deb `deb`, else the installed package,
+    else the .deb downloaded with `apt-get download` (its catalogs extracted to a temporary folder, removed after)."""
+    if where is not None:
+        yield find_catalogs(where), debs.installed_version(PACKAGE)
+        return
+    if deb is None:
+        try:
+            installed = find_catalogs()
+        except DatasetError:  # not installed: the .deb (a build error inside the block is not caught here)
+            deb = debs.download(PACKAGE, HINT)
+        else:
+            yield installed, debs.installed_version(PACKAGE)
+            return
+    deb = Path(deb)
+    if not deb.is_file():
+        raise DatasetError(f"{deb} not found; download it with: apt-get download {PACKAGE}")
+    version = debs.deb_info(deb, PACKAGE, HINT)["version"]
+    with debs.extracted(deb, [f"./{CATALOGS_IN_DEB}/*.sh3f"], prefix="sh3d-") as tmp:
+        found = sorted((tmp / CATALOGS_IN_DEB).glob("*.sh3f"))
+        if not found:
+            raise DatasetError(f"no .sh3f catalogs in {deb}")
+        yield found, version
+
+
 def classify(item: dict[str, str]) -> str | None:
     if re.search(EXCLUDE, item.get("name", ""), re.I):
         return None
@@ -185,26 +218,22 @@ def assign_splits(rows: list[dict], fractions=SPLIT_FRACTIONS) -> list[str]:
     return out
 
 
-def _package_version() -> str | None:
-    try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", PACKAGE], capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 # ---------------------------------------------------------------- build
 def build(out, points: int = 2048, seed: int = 0, catalogs=None, force: bool = False, min_models: int = MIN_MODELS,
-          log=print) -> dict:
+          log=print, deb=None) -> dict:
     """Build the benchmark into `out` (no-op when it already holds a complete build with the same settings)."""
+    with catalogs_from(catalogs, deb) as (paths, version):
+        return _build(Path(out), points, seed, paths, version, force, min_models, log)
+
+
+def _build(out, points, seed, paths, package_version, force, min_models, log) -> dict:
     from tqdm import tqdm
 
-    out, t0 = Path(out), time.time()
-    paths = find_catalogs(catalogs)
+    t0 = time.time()
     parsed = [(p, *read_catalog(p)) for p in paths]
     settings = {
         "builder_version": BUILDER_VERSION, "points": points, "seed": seed, "package": PACKAGE,
-        "package_version": _package_version(), "split": dict(zip(("train", "val", "test"), SPLIT_FRACTIONS)),
+        "package_version": package_version, "split": dict(zip(("train", "val", "test"), SPLIT_FRACTIONS)),
         "min_models": min_models,
         "catalogs": {p.name: {"version": head.get("version"), "bytes": p.stat().st_size} for p, head, _ in parsed},
     }
@@ -314,12 +343,14 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--points", type=int, default=2048, help="surface points per model")
     ap.add_argument("--seed", type=int, default=0, help="sampling seed (splits depend on model ids only)")
-    ap.add_argument("--catalogs", help=f"folder of .sh3f files (default: where {PACKAGE} installs them)")
+    ap.add_argument("--catalogs", help=f"folder of .sh3f files (default: where {PACKAGE} installs them, else its "
+                    "downloaded .deb)")
+    ap.add_argument("--deb", help=f"a {PACKAGE} .deb to read the catalogs from (nothing is installed)")
     ap.add_argument("--min-models", type=int, default=MIN_MODELS, help="drop classes with fewer models")
     ap.add_argument("--force", action="store_true", help="rebuild even if the output is up to date")
     args = ap.parse_args(argv)
     try:
-        build(args.out, args.points, args.seed, args.catalogs, args.force, args.min_models)
+        build(args.out, args.points, args.seed, args.catalogs, args.force, args.min_models, deb=args.deb)
     except DatasetError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

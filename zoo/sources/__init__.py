@@ -1,6 +1,6 @@
 """Real pretrained backbones carried by PyPI packages, converted offline into torch modules.
 
-    model, info = load_packaged("dinov2-s14")   # timm VisionTransformer, eval, fp32, CPU
+    model, info = load_packaged("dinov2-s14")   # lite VisionTransformer (timm's keys), eval, fp32, CPU
 
 The first call converts the package's file and caches the result under $ANY2POINT_CACHE/sources/.
 """

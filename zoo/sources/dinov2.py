@@ -2,13 +2,15 @@
 
 Named initializers (`backbone.*`) keep HF names; linear weights were folded into MatMul inputs called
 `onnx::MatMul_*`, stored (in, out), so they are identified by the node consuming them and transposed.
+
+The converted state has timm's `VisionTransformer` keys; build() makes core.backbones.lite's copy of that module (no
+2.4 s timm import on a cache hit), and only the one-time convert() reads the ONNX graph.
 """
 import re
 
-import onnx
-import timm
 import torch
-from onnx import numpy_helper
+
+from core.backbones import lite
 
 _MATMUL = re.compile(r"/backbone/encoder/layer\.(\d+)/(attention/attention/query|attention/attention/key|"
                      r"attention/attention/value|attention/output/dense|mlp/fc1|mlp/fc2)/MatMul$")
@@ -23,6 +25,8 @@ _NAMED = [  # HF suffix -> timm suffix (per layer, under backbone.encoder.layer.
 
 
 def convert(path):
+    import onnx
+    from onnx import numpy_helper
     graph = onnx.load(str(path)).graph
     w = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     consumer = {}
@@ -79,4 +83,5 @@ def convert(path):
 
 
 def build(config):
-    return timm.create_model(config["model"], pretrained=False, img_size=config["img_size"], num_classes=0)
+    return lite.VisionTransformer(img_size=config["img_size"], patch_size=config["patch_size"],
+                                  embed_dim=config["embed_dim"], depth=config["depth"])
