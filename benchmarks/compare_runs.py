@@ -227,9 +227,10 @@ def table(results, boot=10000):
     return "\n".join(lines)
 
 
-def ablation_table(results, boot=10000, costs=None, records=None):
+def ablation_table(results, boot=10000, costs=None, records=None, folds=False):
     """Each ablation against its backbone's recipe run (paired, same groups), with its cost: trainable parameters and
-    training clouds/s (the run's record), forward ms per cloud (`costs`, from benchmarks/method_cost.py)."""
+    training clouds/s (the run's record), forward ms per cloud (`costs`, from benchmarks/method_cost.py). folds: the
+    runs are cross-validation rounds, and the val column is the mean over their records."""
     costs = costs or {}
     lines = ["| backbone | ablation (change from the recipe) | val acc (recipe → ablation) | recipe test acc | "
              "ablation test acc | difference | 95% interval | excludes 0 | trainable | train clouds/s | "
@@ -238,14 +239,18 @@ def ablation_table(results, boot=10000, costs=None, records=None):
     widths = []
 
     def facts(backbone, key):
-        """-> (val acc, 'trainable | clouds/s | ms' cells) of the ablation `key` (None: the recipe), one record read.
-        Val is what a recipe choice may look at, never the test columns."""
-        rec = _record(records, f"ablation-{key}-{backbone}" if key else None, backbone)
-        r, c = rec["result"] if rec else {}, costs.get(f"{key or 'recipe'}-{backbone}", {})
-        cells = (f"{r['trainable_parameters']:,}" if "trainable_parameters" in r else "0" if rec else "—",
-                 f"{r['clouds_per_s']:.1f}" if "clouds_per_s" in r else "—",
+        """-> (val acc, 'trainable | clouds/s | ms' cells) of the ablation `key` (None: the recipe), its records read
+        once (cross-validation: the mean over the folds' records). Val is what a recipe choice may look at, never
+        the test columns."""
+        recs = _records(records, f"ablation-{key}-{backbone}" if key else None, backbone, folds)
+        rs, c = [rec["result"] for rec in recs], costs.get(f"{key or 'recipe'}-{backbone}", {})
+        mean = lambda k: sum(r[k] for r in rs) / len(rs) if rs and all(k in r for r in rs) else None
+        val, cps = mean("val_acc"), mean("clouds_per_s")
+        trainable = rs[0].get("trainable_parameters") if rs else None
+        cells = (f"{trainable:,}" if trainable is not None else "0" if rs else "—",
+                 f"{cps:.1f}" if cps is not None else "—",
                  f"{c['ms_per_cloud']:.0f}" if "ms_per_cloud" in c else "—")
-        return f"{r['val_acc']:.1%}" if "val_acc" in r else "—", " | ".join(cells)
+        return f"{val:.1%}" if val is not None else "—", " | ".join(cells)
 
     for backbone, method in sorted(k for k in results if k[1].startswith("ablation:")):
         base = results.get((backbone, "any2point"))
@@ -319,13 +324,14 @@ def write_cards(md, benchmark, results, records=None, command=None):
     return written
 
 
-def _record(records, name, backbone):
-    """The kept record of an ablation run, or (name None) of the backbone's Any2Point recipe run."""
+def _records(records, name, backbone, folds=False):
+    """The kept records of an ablation run, or (name None) of the backbone's Any2Point recipe run: the default
+    split's one, or (folds) one per cross-validation round."""
     if not records:
-        return None
-    hits = [p for p in Path(records).glob(f"{name}.json" if name else f"any2point-*-{backbone}-*.json")
-            if name or re.fullmatch(rf"any2point-\w+-{backbone}-\w+", p.stem)]
-    return json.loads(hits[0].read_text()) if hits else None
+        return []
+    stem = re.escape(name) if name else rf"any2point-\w+-{backbone}-[a-z0-9]+"
+    want = re.compile(stem + (r"-fold\d+" if folds else ""))
+    return [json.loads(p.read_text()) for p in sorted(Path(records).glob("*.json")) if want.fullmatch(p.stem)]
 
 
 def main(argv=None):
@@ -374,7 +380,7 @@ def main(argv=None):
     if any(k[1].startswith("ablation:") for k in results):
         costs_file = Path(a.records or ".") / "costs.json"
         costs = json.loads(costs_file.read_text()) if a.records and costs_file.exists() else {}
-        ab = ablation_table(results, a.boot, costs, a.records or None)
+        ab = ablation_table(results, a.boot, costs, a.records or None, a.folds_only)
         print("\n" + ab)
         if a.readme and a.ablations_block:
             update_block(a.readme, ab, f"<!-- {a.ablations_block}:start -->", f"<!-- {a.ablations_block}:end -->")

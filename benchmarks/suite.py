@@ -54,6 +54,10 @@ METHOD_ABLATIONS = {
     "views-tilted": ("minilm", "six distinct (tilted) 1D views instead of the mirror pairs", ["model.views_1d=tilted"]),
     "official-items": ("whisper", "official recipe items: per-step resampling, no decay on biases/norms/cls, adapter "
                "dropout 0.1", ["resample=true", "decay_all=false", "model.adapter_dropout=0.1"]),
+    # the furniture entries' recipe candidate (SweetHome3D folds): the official items with a longer schedule
+    "official-items-e50": ("whisper", "official recipe items and 50 epochs (warm-up 5)",
+                           ["resample=true", "decay_all=false", "model.adapter_dropout=0.1", "epochs=50",
+                            "warmup_epochs=5"]),
     # not an item of the official code: does the 10-epoch CPU schedule underfit (train accuracy ~ val accuracy)?
     "epochs-30": ("whisper", "30 epochs instead of 10 (warm-up 3)", ["epochs=30", "warmup_epochs=3"]),
 }

@@ -451,6 +451,19 @@ def test_method_ablations_plan_and_table(tmp_path):
     assert suite.ablation_text("pointpn-cpu") not in rows  # neither trained nor measured: no row
     assert "Resolution: 95% interval half-width" in md
 
+    # cross-validation: the val column is the mean over the folds' records, never the default split's record
+    folds = {("whisper", "any2point"): [T(base[:30], groups[:30], 0), T(base[30:], groups[30:], 1)],
+             ("whisper", "ablation:official-items"): [T(better[:30], groups[:30], 0), T(better[30:], groups[30:], 1)]}
+    for k, (v_recipe, v_items) in enumerate([(0.4, 0.6), (0.5, 0.8)]):
+        (rec / f"any2point-audio-whisper-sh3d-fold{k}.json").write_text(json.dumps({"result": {"val_acc": v_recipe}}))
+        (rec / f"ablation-official-items-whisper-fold{k}.json").write_text(json.dumps(
+            {"result": {"val_acc": v_items, "clouds_per_s": 10.0 + k, "trainable_parameters": 377388}}))
+    md = compare_runs.ablation_table(folds, boot=500, records=rec, folds=True)
+    rows = {r.split(" | ")[1]: r.strip("| ").split(" | ") for r in md.splitlines()[2:] if r.startswith("| whisper")}
+    items = rows[suite.ablation_text("official-items")]
+    assert items[2:6] == ["45.0% → 70.0%", "50.0%", "83.3%", "+33.3"] and items[8:10] == ["377,388", "10.5"]
+    assert rows["the recipe itself"][2] == "45.0%"
+
 
 def test_up_axis_columns_on_a_tiny_model():
     """Told the truth, a z-up cloud is the y-up one exactly; the table shows the gap of "auto" to the y-up pass."""
