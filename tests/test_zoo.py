@@ -145,8 +145,9 @@ REFERENCE_LOGITS = json.loads((ROOT / "tests/data/entry_logits.json").read_text(
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_LOGITS))
 def test_committed_entries_keep_their_logits(name):
-    """tests/data/entry_logits.json: each committed entry's logits on the example clouds, computed (one thread) with
-    the code before the typed-config refactor. A change that moves them is a change of the shipped models."""
+    """tests/data/entry_logits.json: each committed entry's logits on its task's example clouds, computed (one thread)
+    when the entry was shipped (tests/data/entry_logits.py). A change that moves them is a change of the shipped
+    models."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
