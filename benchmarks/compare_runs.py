@@ -50,7 +50,17 @@ def test_correct(run_dir, batch=16, checkpoint="best", entry=None, cfg=None):
     bootstrap group: its family on kicad33, itself elsewhere). checkpoint:
     "best" (the entry, best on val) or "last" (the last epoch's trainable state, from the resume checkpoint).
     `entry` and `cfg` (a run config dict) replace `<run_dir>/entry` and its run_config.json (shipped entries)."""
-    from train.augment import resample
+    cfg, test, groups, model = test_setup(run_dir, entry, cfg)
+    if checkpoint == "last":
+        model.load_trainable_state_dict(torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)["model"])
+    recorded = json.loads((entry / "config.json").read_text())["metrics"]["test_acc"] if entry else \
+        json.loads((run_dir / "result.json").read_text())["test_acc"]
+    return correct_on(model, test, cfg, batch), recorded, model, groups
+
+
+def test_setup(run_dir=None, entry=None, cfg=None):
+    """-> (RunConfig, test dataset, bootstrap groups, the entry's model) of a run, or of a shipped entry (`entry`
+    and its run config dict `cfg`)."""
     from train.run import RunConfig, build_datasets, check_run_config
     from zoo.registry import load_artifact
     cfg = cfg or json.loads((run_dir / "run_config.json").read_text())
@@ -58,18 +68,20 @@ def test_correct(run_dir, batch=16, checkpoint="best", entry=None, cfg=None):
     cfg = RunConfig(**check_run_config({k: v for k, v in cfg.items() if k in known}))
     test = build_datasets(cfg)[0]["test"]
     groups = [str(g) for g in getattr(test, "groups", range(len(test)))]
-    model = load_artifact(entry or run_dir / "entry")
-    if checkpoint == "last":
-        model.load_trainable_state_dict(torch.load(run_dir / "last.pt", map_location="cpu", weights_only=True)["model"])
+    return cfg, test, groups, load_artifact(entry or run_dir / "entry")
+
+
+@torch.no_grad()
+def correct_on(model, test, cfg, batch=16):
+    """Per-test-model correctness (0/1 floats) of `model` on the dataset `test`, one pass, as the run evaluated it."""
+    from train.augment import resample
     correct = []
     for i in range(0, len(test), batch):
         pts, y = zip(*(test[j] for j in range(i, min(i + batch, len(test)))))
         pts = torch.stack(pts).float()
         pred = model(resample(pts, cfg.points, train=False) if cfg.resample else pts).argmax(-1)
         correct.append((pred == torch.tensor(y)).float())
-    recorded = json.loads((entry / "config.json").read_text())["metrics"]["test_acc"] if entry else \
-        json.loads((run_dir / "result.json").read_text())["test_acc"]
-    return torch.cat(correct).numpy(), recorded, model, groups
+    return torch.cat(correct).numpy()
 
 
 def shipped_run(name, data_root="data/sh3d"):

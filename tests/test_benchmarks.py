@@ -465,6 +465,31 @@ def test_method_ablations_plan_and_table(tmp_path):
     assert rows["the recipe itself"][2] == "45.0%"
 
 
+def test_adapter_use_switches_each_part_off_and_back():
+    """adapter_use.off: each condition changes the logits, both off is Any2Point.bare(), and all come back on."""
+    import adapter_use
+    from tiny import tiny_model
+    torch.manual_seed(0)
+    m = tiny_model(num_points=256).eval()
+    with torch.no_grad():  # trained-looking adapters: the tiny model's start near zero
+        for p in m.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.2)
+    x = torch.randn(2, 256, 3)
+    with torch.no_grad():
+        on = m(x)
+        outs = {}
+        for label, parts in adapter_use.CONDITIONS.items():
+            with adapter_use.off(m, parts):
+                outs[label] = m(x)
+        with m.bare():
+            bare = m(x)
+        assert torch.equal(m(x), on)  # restored
+    assert all((o - on).abs().max() > 1e-4 for o in outs.values())
+    assert (outs["bottleneck adapters off"] - outs["guided adapter off"]).abs().max() > 1e-4
+    assert torch.equal(outs["both off"], bare)
+
+
 def test_up_axis_columns_on_a_tiny_model():
     """Told the truth, a z-up cloud is the y-up one exactly; the table shows the gap of "auto" to the y-up pass."""
     import numpy as np
