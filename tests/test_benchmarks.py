@@ -521,3 +521,11 @@ def test_a_card_takes_the_comparison_only_of_its_own_run():
     old = {"entry": {}, "run_config": {"dataset": "kicad33", "epochs": 10, "points": 512, "seed": 0}}
     assert not compare_runs.is_shipped(old, shipped)  # a record from before the sha: its settings decide
     assert compare_runs.is_shipped({**old, "run_config": {**old["run_config"], "epochs": 30}}, shipped)
+    # fold runs are never the shipped weights: their rows go to a card only when they trained the entry's recipe
+    model = {"num_tokens": 64, "adapter_dropout": 0.1}
+    entry = {"training": {k: 1 for k in compare_runs.RECIPE_KEYS} | {"votes": 10, "dataset": "sh3d"}, "model": model}
+    fold = {"run_config": {k: 1 for k in compare_runs.RECIPE_KEYS} | {"dataset": "sh3d", "fold": 2, "votes": 1},
+            "entry": {"model": dict(model)}}
+    assert compare_runs.same_recipe(fold, entry)
+    assert not compare_runs.same_recipe({**fold, "run_config": {**fold["run_config"], "epochs": 20}}, entry)
+    assert not compare_runs.same_recipe({**fold, "entry": {"model": {**model, "num_tokens": 128}}}, entry)
