@@ -490,6 +490,26 @@ def test_adapter_use_switches_each_part_off_and_back():
     assert torch.equal(outs["both off"], bare)
 
 
+def test_entries_table_reads_each_entry_now_and_before(monkeypatch):
+    import entries_table
+    from zoo.registry import TASK_DEFAULTS
+
+    def config(val, resample):
+        return {"metrics": {"val_acc": val, "test_acc": 0.5, "test_acc_vote": 0.55},
+                "training": {"points": 512, "epochs": 50, "resample": resample, "sizes": {"val": 56, "test": 60}},
+                "model": {"num_tokens": 64, "adapter_dropout": 0.1}}
+    monkeypatch.setattr(entries_table, "entry_config",
+                        lambda name, rev=None: None if rev and "minilm" in name else config(0.25 if rev else 0.75, not rev))
+    md = entries_table.table("sh3d", "abc123")
+    rows = {r.split(" | ")[0].strip("| `"): r.split(" | ") for r in md.splitlines()[2:5]}
+    assert set(rows) == set(TASK_DEFAULTS["sh3d"].values())
+    whisper = rows[TASK_DEFAULTS["sh3d"]["audio"]]
+    assert whisper[1:5] == ["75.0%", "50.0%", "55.0%", "512 pts, 64 tokens, 50 ep, resampled, adapter dropout 0.1"]
+    assert whisper[5] == "25.0%" and whisper[8].startswith("512 pts, 64 tokens, 50 ep")
+    assert rows[TASK_DEFAULTS["sh3d"]["language"]][5:] == ["—", "—", "—", "— |"]  # absent at that revision
+    assert "one test model is 1.7 points" in md and "`abc123`" in md
+
+
 def test_up_axis_columns_on_a_tiny_model():
     """Told the truth, a z-up cloud is the y-up one exactly; the table shows the gap of "auto" to the y-up pass."""
     import numpy as np
