@@ -291,6 +291,10 @@ with gr.Blocks(title="Any2Point zoo", delete_cache=(3600, 3600)) as demo:
     api_button = gr.Button(visible=False)
     api_button.click(predict, [upload, *pickers, up_axis], api_out, api_name="predict")
 
+# Gradio copies each example file into its cache while the page is built, without marking the copies
+# keep-in-cache, so delete_cache removed them an hour after start (and closing the server at once) and clicking an
+# example then said "File not found": keep what the build cached (the examples' copies, nothing of a user's)
+upload.keep_in_cache.update(*demo.temp_file_sets)
 demo.queue(default_concurrency_limit=CONCURRENCY, max_size=32)
 
 if __name__ == "__main__":

@@ -406,7 +406,7 @@ def main(argv=None):
         runs = runs.relative_to(ROOT) if runs.is_relative_to(ROOT) else runs
         command = (f"python benchmarks/compare_runs.py --benchmark {a.benchmark}"
                    + (f" --runs-dir {runs}" if runs != Path("runs") / a.benchmark else "")
-                   + " --no-shipped" * a.no_shipped + " --cards")
+                   + " --folds-only" * a.folds_only + " --no-shipped" * a.no_shipped + " --cards")
         written = write_cards(md, a.benchmark, results, a.records or None, command)
         print("cards:", ", ".join(written) or "no shipped entry of this benchmark")
     if any(k[1].startswith("ablation:") for k in results):

@@ -187,6 +187,20 @@ def test_each_task_offers_its_own_entries_and_examples(task):
         app.pick_task("kitchens")
 
 
+def test_example_copies_outlive_the_cache_cleaning():
+    """delete_cache's hourly clean (and a server's close) deletes the app's cached files, never the examples'
+    copies: an example clicked after an hour, or after a restart in the same process, must still be there."""
+    from pathlib import Path
+    from gradio.route_utils import delete_files_created_by_app
+    cached = [Path(f) for files in app.demo.temp_file_sets for f in files]
+    examples = [app.HERE / e for task in app.TASKS for e in app.EXAMPLES[task]]
+    copies = [str(f) for f in cached for e in examples
+              if f.name == e.name and f.exists() and f.read_bytes() == e.read_bytes()]
+    assert len(copies) >= len(examples)  # every example has its copy in the cache
+    delete_files_created_by_app(app.demo, age=None)  # what the server does on close: every file, whatever its age
+    assert [f for f in copies if not Path(f).exists()] == []
+
+
 def test_component_entries_side_by_side(client):
     """A session that switched task may pick that task's entries (the pickers validate against what they offer)."""
     entries = list(app.TASK_DEFAULTS["kicad33"].values())
