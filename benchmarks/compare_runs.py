@@ -338,7 +338,8 @@ def write_cards(md, benchmark, results, records=None, command=None):
             continue
         runs = results.get((backbone, "any2point"), [])
         folds = sorted({t.fold for t in runs if t.fold is not None})
-        split = f"{len(folds)}-fold cross-validation (every model tested once)" if folds else "the default test split"
+        split = ("5-fold cross-validation (every model tested once)" if len(folds) == 5 else
+                 f"cross-validation folds {', '.join(map(str, folds))} of 5" if folds else "the default test split")
         if folds:  # the rows are the recipe's fold runs: only for an entry trained with exactly that recipe
             fold_rec = Path(records or "") / f"{name}-fold{folds[0]}.json"
             if not (records and fold_rec.exists() and same_recipe(json.loads(fold_rec.read_text()),
