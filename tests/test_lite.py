@@ -88,7 +88,7 @@ def test_vit_matches_timm():
             blk.ls1.gamma.uniform_(0.5, 1.5), blk.ls2.gamma.uniform_(0.5, 1.5)
     hf, ours = _twins(ref, lite.VisionTransformer(img_size=56, patch_size=14, embed_dim=64, depth=2, num_heads=2))
     assert ours.blocks[0].attn.num_heads == ref.blocks[0].attn.num_heads == 2
-    assert lite.VisionTransformer(img_size=28, embed_dim=384, depth=1).blocks[0].attn.num_heads == 6  # ViT-S/14
+    assert lite.VisionTransformer(img_size=28, patch_size=14, embed_dim=384, depth=1).blocks[0].attn.num_heads == 6  # ViT-S/14
     images = torch.randn(2, 3, 56, 56)
     with torch.no_grad():
         _close(hf.forward_features(images), ours.forward_features(images))

@@ -354,7 +354,7 @@ class VisionTransformer(nn.Module):
     """timm's `vit_*_patch14_dinov2` with num_classes=0: a cls token, its position in the table, no registers."""
     num_prefix_tokens = 1
 
-    def __init__(self, img_size=518, patch_size=14, embed_dim=384, depth=12, num_heads=None):
+    def __init__(self, *, img_size, patch_size, embed_dim, depth, num_heads=None):  # sizes: the converted config
         super().__init__()
         self.embed_dim = embed_dim
         self.patch_embed = PatchEmbed(img_size, patch_size, embed_dim)

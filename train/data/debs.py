@@ -35,7 +35,9 @@ def installed_version(package: str) -> str | None:
 
 
 def deb_info(deb: Path, package: str, hint: str) -> dict:
-    """{package, version, from, bytes} of a .deb; a DatasetError when it is not a .deb of `package`."""
+    """{package, version, from, bytes} of a .deb; a DatasetError when it is missing or not a .deb of `package`."""
+    if not deb.is_file():
+        raise DatasetError(f"{deb} not found; download it with: apt-get download {package}")
     res = run(["dpkg-deb", "-f", str(deb), "Package", "Version"], hint, timeout=60)
     fields = dict(line.split(": ", 1) for line in res.stdout.splitlines() if ": " in line)
     if res.returncode or fields.get("Package") != package:

@@ -366,8 +366,6 @@ def locate(deb=None, models=None) -> tuple[str, Path, dict]:
         return "models", models, {"package": PACKAGE, "version": None, "from": str(models)}
     if deb is not None:
         deb = Path(deb)
-        if not deb.is_file():
-            raise DatasetError(f"{deb} not found; download it with: apt-get download {PACKAGE}")
         return "deb", deb, debs.deb_info(deb, PACKAGE, HINT)
     if any(INSTALLED.glob("*.3dshapes")):
         return "models", INSTALLED, {"package": PACKAGE, "version": debs.installed_version(PACKAGE),

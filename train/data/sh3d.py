@@ -140,8 +140,6 @@ def catalogs_from(where=None, deb=None):
             yield installed, debs.installed_version(PACKAGE)
             return
     deb = Path(deb)
-    if not deb.is_file():
-        raise DatasetError(f"{deb} not found; download it with: apt-get download {PACKAGE}")
     version = debs.deb_info(deb, PACKAGE, HINT)["version"]
     with debs.extracted(deb, [f"./{CATALOGS_IN_DEB}/*.sh3f"], prefix="sh3d-") as tmp:
         found = sorted((tmp / CATALOGS_IN_DEB).glob("*.sh3f"))
