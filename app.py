@@ -15,7 +15,6 @@ import gradio as gr
 import numpy as np
 from matplotlib.figure import Figure  # not pyplot: its global figure state is not safe across queue workers
 
-from core.points import reorient
 from zoo import (SUPPORTED_EXTENSIONS, ModelUnavailable, PointCloudError, list_models, load_model, read_points,
                  write_points)
 from zoo.registry import DEFAULTS, TASK_DEFAULTS, TASKS, get_entry
@@ -30,7 +29,7 @@ except ImportError:
 HERE = Path(__file__).parent
 MODALITIES = ("vision", "language", "audio")
 MAX_UPLOAD_MB = 50  # a 5M-point float32 .npy (60 MB) is refused; a 1M-point one is read and downsampled
-MAX_POINTS = 200_000  # larger clouds are randomly downsampled (fixed seed) before anything else
+MAX_POINTS = 200_000  # larger clouds are downsampled (zoo.files.stable_subset: order-invariant) before anything else
 # every upload is read in a worker process that is stopped after READ_TIMEOUT_S and cannot allocate more than
 # READ_MEMORY_MB; read_points also refuses, before allocating, any file declaring more than it holds or over
 # MAX_FILE_POINTS points / MAX_MESH_ELEMENTS mesh vertices or faces (the worst 50 MiB mesh needs ~700 MB, see
@@ -89,15 +88,12 @@ def read_upload(path):
     """Uploaded file -> (N, 3) float32, or a gr.Error that says what is wrong with it."""
     if path is None:
         raise gr.Error("Upload a point cloud or mesh first.")
-    path = Path(path)
     try:
-        return read_points(path, num_points=2048, max_points=MAX_POINTS, max_bytes=MAX_UPLOAD_MB * 2**20,
+        return read_points(Path(path), num_points=2048, max_points=MAX_POINTS, max_bytes=MAX_UPLOAD_MB * 2**20,
                            max_elements=MAX_FILE_POINTS, max_mesh_elements=MAX_MESH_ELEMENTS,
                            timeout_s=READ_TIMEOUT_S, max_memory_mb=READ_MEMORY_MB)
     except PointCloudError as err:
         raise gr.Error(str(err))
-    except OSError as err:
-        raise gr.Error(f"Could not read '{path.name}': {err.strerror or err}.")
 
 
 def get_model(name):
@@ -114,17 +110,29 @@ def check_up(up):
     return up
 
 
+def picked(names):
+    names = [n for n in names if n and n != NONE]
+    if not names:
+        raise gr.Error("Pick at least one zoo entry.")
+    return names
+
+
 @gpu
-def classify(points, names, up="y"):
-    """-> {entry: (probs, latency_ms, up axis used)}. Returns plain data only: under ZeroGPU this runs in a worker
-    process and its result is pickled back, so models stay in the cache rather than travelling."""
+def classify(points, names, up="y", explain=False):
+    """-> {entry: (probs, latency_ms, up axis used, what the model saw or None)}: one pass per model (explain=True:
+    the prediction and what the views figure shows come from the same forward). Returns plain data only: under
+    ZeroGPU this runs in a worker process and its result is pickled back, so models stay in the cache."""
     out = {}
     for name in names:
         model = get_model(name)
         with _MODEL_LOCKS[name]:
             t = time.perf_counter()
-            probs, used = model.predict_batch([points], up=up, with_up=True)[0]
-            out[name] = (probs, (time.perf_counter() - t) * 1e3, used)
+            if explain:
+                seen = model.explain(points, up=up)
+                probs, used = seen["probs"], seen["up"]
+            else:
+                (probs, used), seen = model.predict_batch([points], up=up, with_up=True)[0], None
+            out[name] = (probs, (time.perf_counter() - t) * 1e3, used, seen)
     return out
 
 
@@ -140,9 +148,7 @@ def card(name, model, ms, up=None):
 def predict(file, vision=DEFAULTS["vision"], language=DEFAULTS["language"], audio=DEFAULTS["audio"], up="y"):
     """API: uploaded file (+ optional entry names per modality, + the file's up axis: y, z or auto) ->
     {entry name: {label: probability}}."""
-    names = [n for n in (vision, language, audio) if n and n != NONE]
-    if not names:
-        raise gr.Error("Pick at least one zoo entry.")
+    names = picked((vision, language, audio))
     up = check_up(up)
     return {name: probs for name, (probs, *_) in classify(read_upload(file), names, up).items()}
 
@@ -150,50 +156,44 @@ def predict(file, vision=DEFAULTS["vision"], language=DEFAULTS["language"], audi
 def compare(file, vision, language, audio, up="y", progress=gr.Progress()):
     """UI: labels, a card per modality, the normalised cloud in 3D and what each model saw."""
     up = check_up(up)
+    chosen = dict(zip(MODALITIES, (vision, language, audio)))
+    names = picked(chosen.values())
     points = read_upload(file)
-    picked = dict(zip(MODALITIES, (vision, language, audio)))
-    for i, (modality, name) in enumerate(picked.items()):
-        if name and name != NONE:
-            progress((i, 3), desc=f"loading {name}")
-            get_model(name)  # first use loads (cached afterwards), so the progress bar says why it waits
-    progress((3, 3), desc="classifying")
-    results = classify(points, [n for n in picked.values() if n and n != NONE], up)
+    models = {}
+    for i, name in enumerate(names):
+        progress((i, len(names)), desc=f"loading {name}")
+        models[name] = get_model(name)  # first use loads (cached afterwards), so the progress bar says why it waits
+    progress((len(names), len(names)), desc="classifying")
+    results = classify(points, names, up, explain=True)
     labels, cards = [], []
     for modality in MODALITIES:
-        name = picked[modality]
+        name = chosen[modality]
         if name not in results:
             labels.append(None)
             cards.append(f"**{modality}**: not selected")
             continue
-        probs, ms, used = results[name]
+        probs, ms, used, _ = results[name]
         labels.append(probs)
-        cards.append(card(name, get_model(name), ms, used if up == "auto" else None))
-    # the 3D view shows the cloud the way the (first) model read it: y up, as the viewer expects
-    shown = next(iter(results.values()))[2] if results else "y"
-    return (*labels, *cards, cloud_view(reorient(points, shown)),
-            views_figure(points, {n: r[2] for n, r in results.items()}))
+        cards.append(card(name, models[name], ms, used if up == "auto" else None))
+    # the 3D view: the cloud the first model saw, normalised and in its up convention (y, as the viewer expects)
+    first = next(iter(results.values()))[3]
+    return (*labels, *cards, cloud_view(first["points"].numpy()),
+            views_figure({n: (models[n], r[3]) for n, r in results.items()}))
 
 
 def cloud_view(points):
-    """The normalised cloud as a vertex-only .ply for gr.Model3D (shown as points)."""
-    centred = points - points.mean(0)
-    centred = centred / max(float(np.linalg.norm(centred, axis=1).max()), 1e-12)
+    """A normalised cloud as a vertex-only .ply for gr.Model3D (shown as points)."""
     path = _CLOUD_DIR / f"cloud-{next(_CLOUD_SLOTS) % 64}.ply"
-    return str(write_points(path, centred.astype(np.float32)))
+    return str(write_points(path, points))
 
 
-def views_figure(points, names):
-    """Per entry (names: a list, or {name: the up axis its cloud is read in}): the six virtual views (2D image
-    plane or 1D strip) with token centres coloured by their guided-adapter cell, and the mean view weights of the
-    last block."""
-    ups = names if isinstance(names, dict) else {}
-    names = list(names)
-    fig = Figure(figsize=(15, 2.3 * len(names) + 0.3))
-    axes = fig.subplots(len(names), 7, squeeze=False, gridspec_kw=dict(width_ratios=[1] * 6 + [1.3]))
-    for r, name in enumerate(names):
-        model = get_model(name)
-        with _MODEL_LOCKS[name]:
-            e = model.explain(points, up=ups.get(name))
+def views_figure(seen):
+    """{entry: (model, what it saw: ZooModel.explain's dict)} -> per entry the six virtual views (2D image plane or
+    1D strip) with token centres coloured by their guided-adapter cell, and the mean view weights of the last
+    block."""
+    fig = Figure(figsize=(15, 2.3 * len(seen) + 0.3))
+    axes = fig.subplots(len(seen), 7, squeeze=False, gridspec_kw=dict(width_ratios=[1] * 6 + [1.3]))
+    for r, (name, (model, e)) in enumerate(seen.items()):
         coords, cells = e["coords"].numpy(), e["cells"].numpy()
         for v in range(coords.shape[0]):
             ax = axes[r, v]
@@ -235,7 +235,12 @@ def share_cpu():
 
 def warm_up():
     """Load the default entries in the background so the first request does not pay for it; one tiny prediction
-    each also warms torch's kernels."""
+    each also warms torch's kernels, and one example read starts the reader's server process."""
+    for example in EXAMPLES[DEFAULT_TASK][:1]:
+        try:
+            read_upload(HERE / example)
+        except gr.Error:
+            pass
     cloud = np.random.default_rng(0).normal(size=(256, 3)).astype(np.float32)
     for name in DEFAULTS.values():
         try:

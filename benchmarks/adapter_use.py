@@ -1,8 +1,8 @@
 """What a trained entry's adapters contribute at inference: its test accuracy with both adapters on, without the
 bottleneck adapters, without the guided adapter, and with neither (the same tokenizer, frozen backbone and head),
-each paired against all-on over the test models (bootstrap over groups, as compare_runs.py).
+each paired against all-on over the test models (bootstrap over groups, as `python -m benchmarks compare`).
 
-    python benchmarks/adapter_use.py [--entries NAME ...] [--out benchmarks/results/adapter_use.json] [--readme F]
+    python -m benchmarks adapter-use [--entries NAME ...] [--out benchmarks/results/adapter_use.json]
 
 A large drop means the trained model relies on the adapters; none means the tokenizer and head do the work and the
 adapters are a detour (which is what a linear probe matching Any2Point suggests). Single pass, one thread per
@@ -12,43 +12,35 @@ import argparse
 import json
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
+from benchmarks.compare_runs import compare
+from train.evaluate import correct_on, test_setup
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from compare_runs import compare, correct_on, shipped_run, test_setup  # noqa: E402
-from results_table import update_block  # noqa: E402
 
 CONDITIONS = {"bottleneck adapters off": ("adapters",), "guided adapter off": ("guided",),
               "both off": ("adapters", "guided")}
 
 
-@contextmanager
-def off(model, parts):
-    """The model with the named adapter parts switched off (Any2Point.bare switches off both)."""
-    mods = [*(model.adapters or [])] if "adapters" in parts else []
-    mods += [model.guided] if "guided" in parts and model.guided is not None else []
-    for m in mods:
-        m.enabled = False
-    try:
-        yield
-    finally:
-        for m in mods:
-            m.enabled = True
+def entry_run_config(name):
+    """A shipped entry (zoo/checkpoints/<name>) -> (its folder, the run config dict that rebuilds its test data)."""
+    entry = ROOT / "zoo" / "checkpoints" / name
+    c = json.loads((entry / "config.json").read_text())
+    t = c.get("training", {})
+    return entry, dict(t, dataset=t.get("dataset", "sh3d"), data_root=f"data/{t.get('dataset', 'sh3d')}",
+                       backbone=c["backbone"]["spec"], variant=c.get("variant", "any2point"), model=c["model"], name=name)
 
 
 def measure(name, boot=10000):
-    entry, cfg, _ = shipped_run(name)
-    cfg["data_root"] = f"data/{cfg['dataset']}"
+    entry, cfg = entry_run_config(name)
     cfg, test, groups, model = test_setup(entry=entry, cfg=cfg)
     base = correct_on(model, test, cfg)
     row = {"test_n": len(test), "all on": float(base.mean())}
     for label, parts in CONDITIONS.items():
-        with off(model, parts):
+        with model.bare(*parts):
             c = correct_on(model, test, cfg)
         acc_off, _, d, lo, hi = compare([c], [base], boot, groups=groups)
         row[label] = {"acc": float(acc_off), "diff": float(d), "ci": [float(lo), float(hi)]}
@@ -71,7 +63,6 @@ def main(argv=None):
                                                     "any2point-language-minilm-kicad33",
                                                     "any2point-audio-whisper-kicad33"])
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/adapter_use.json"))
-    p.add_argument("--readme", help="write the table into this file's <!-- adapter-use:start/end --> block")
     p.add_argument("--boot", type=int, default=10000)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -84,8 +75,6 @@ def main(argv=None):
     print(md)
     Path(a.out).write_text(json.dumps({"benchmark": "adapter_use", "date": time.strftime("%Y-%m-%d %H:%M"),
                                        "results": results}, indent=1) + "\n")
-    if a.readme:
-        update_block(a.readme, md, "<!-- adapter-use:start -->", "<!-- adapter-use:end -->")
 
 
 if __name__ == "__main__":

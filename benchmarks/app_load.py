@@ -13,7 +13,6 @@ import datetime
 import importlib
 import os
 import socket
-import sys
 import tempfile
 import threading
 import time
@@ -22,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # loopback only: nothing leaves the machine
 
 

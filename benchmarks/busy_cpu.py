@@ -1,7 +1,7 @@
 """predict() on a busy machine: each default entry idle vs with one core kept busy, before and after the thread
-policy of core.model (one intra-op thread for small forwards).
+policy of zoo.serving (one intra-op thread for small forwards).
 
-    python benchmarks/busy_cpu.py [--rounds 5] [--calls 5] [--entries NAME ...] [--batch 16]
+    python -m benchmarks busy-cpu [--rounds 5] [--calls 5] [--entries NAME ...] [--batch 16]
 
 "busy" = another process spinning on one core (`python -c "while True: pass"`), started and stopped by this script.
 "before" = torch's own setting (one thread per core: the library did nothing), "after" = the policy (the default).
@@ -24,18 +24,15 @@ from pathlib import Path
 
 import numpy as np
 
+import torch
+
+import zoo.serving
+from zoo.registry import DEFAULTS, load_model
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.pop("ANY2POINT_TORCH_THREADS", None)  # the policy's defaults are what is measured
-
-import torch  # noqa: E402
-
-import core.model  # noqa: E402
-from zoo.registry import DEFAULTS, load_model  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "results" / "busy_cpu.json"
-POLICIES = {"before": 0, "after": None}  # core.model.INFERENCE_THREADS: 0 = leave torch alone, None = the policy
+POLICIES = {"before": 0, "after": None}  # zoo.serving.INFERENCE_THREADS: 0 = leave torch alone, None = the policy
 
 
 class Spinner:
@@ -73,6 +70,8 @@ def main(argv=None):
     p.add_argument("--entries", nargs="*")
     p.add_argument("--batch", type=int, default=0, help="also time predict_batch of this many clouds")
     a = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.pop("ANY2POINT_TORCH_THREADS", None)  # the policy's defaults are what is measured
     names = a.entries or list(DEFAULTS.values())
     models = {n: load_model(n) for n in names}
     cloud = np.random.default_rng(0).normal(size=(2048, 3)).astype(np.float32)
@@ -91,15 +90,15 @@ def main(argv=None):
             with Spinner() if load == "busy" else _nothing():
                 loads.append(dict(round=r, load=load, loadavg_1m=round(os.getloadavg()[0], 2)))
                 for pol in (POLICIES if r % 2 == 0 else reversed(list(POLICIES))):
-                    core.model.INFERENCE_THREADS = POLICIES[pol]
+                    zoo.serving.INFERENCE_THREADS = POLICIES[pol]
                     for job, fn in jobs.items():
                         times[job, load, pol] += timed(fn, a.calls)
         print(f"round {r + 1}/{a.rounds} done, load average {os.getloadavg()[0]:.2f}", file=sys.stderr)
-    core.model.INFERENCE_THREADS = None
+    zoo.serving.INFERENCE_THREADS = None
     results = [dict(entry=n, call=c, load=load, policy=pol, **summary(t)) for ((n, c), load, pol), t in times.items()]
     record = dict(benchmark="busy_cpu", date=time.strftime("%Y-%m-%d %H:%M"), host=platform.node(),
                   cpus=os.cpu_count(), torch_threads=torch_threads, torch=torch.__version__,
-                  small_forward=core.model.SMALL_FORWARD, rounds=a.rounds, calls_per_round=a.calls,
+                  small_forward=zoo.serving.SMALL_FORWARD, rounds=a.rounds, calls_per_round=a.calls,
                   loadavg_per_block=loads, results=results,
                   note="other engineers' jobs share this machine: 'idle' means without our spinner, not idle")
     OUT.parent.mkdir(parents=True, exist_ok=True)

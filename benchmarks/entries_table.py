@@ -1,18 +1,37 @@
-"""The shipped entries of a task against the same entries at an earlier git revision, from their recorded metrics
-(each entry's config.json: best epoch on val, test once, single pass and voting). Never typed by hand.
+"""The shipped entries with their accuracy, from each entry's config.json (best epoch on val, test once, single pass
+and voting), never typed by hand; or a task's entries against the same entries at an earlier git revision.
 
-    python benchmarks/entries_table.py --task sh3d --before e76a69f [--readme README.md --block sh3d-entries]
+    python -m benchmarks entries                              # the README's table of shipped entries
+    python -m benchmarks entries --task sh3d --before e76a69f
 """
 import argparse
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from results_table import update_block  # noqa: E402
+
+
+def shipped_table(root=ROOT):
+    """One row per trained entry in zoo/checkpoints/ (registry order): task, backbone, val / test accuracy, size."""
+    from zoo.hub import _hub_id
+    from zoo.registry import ENTRIES, TASK_DEFAULTS, TASKS
+    defaults = {name for task in TASK_DEFAULTS.values() for name in task.values()}
+    lines = ["| entry | task | backbone | classes | val | test | test (voting) | test models | epochs | trainable |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for e in ENTRIES:
+        path = Path(root) / "zoo" / "checkpoints" / (e.artifact or "") / "config.json"
+        if not e.artifact or not path.is_file():
+            continue
+        c = json.loads(path.read_text())
+        m, t = c["metrics"], c.get("training", {})
+        task = TASKS.get(t.get("dataset"), t.get("dataset", "?"))
+        backbone = _hub_id(c["backbone"]) or c["backbone"]["spec"]
+        lines.append(f"| `{e.name}`{' (default)' * (e.name in defaults)} | {task} | {backbone} | "
+                     f"{len(c['labels'])} | {m['val_acc']:.1%} | {m['test_acc']:.1%} | "
+                     f"{m['test_acc_vote']:.1%} ({t.get('votes')} votes) | {t.get('sizes', {}).get('test', '?')} | {t.get('epochs')} | "
+                     f"{c['adapter']['num_parameters']:,} |")
+    return "\n".join(lines)
 
 
 def entry_config(name, rev=None):
@@ -48,16 +67,12 @@ def table(task, before):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m benchmarks entries", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", default="sh3d")
-    p.add_argument("--before", required=True, help="the git revision of the earlier entries")
-    p.add_argument("--readme")
-    p.add_argument("--block", default="sh3d-entries")
+    p.add_argument("--before", help="a git revision: the task's entries now against their state there")
     a = p.parse_args(argv)
-    md = table(a.task, a.before)
-    print(md)
-    if a.readme:
-        update_block(a.readme, md, f"<!-- {a.block}:start -->", f"<!-- {a.block}:end -->")
+    print(table(a.task, a.before) if a.before else shipped_table())
 
 
 if __name__ == "__main__":

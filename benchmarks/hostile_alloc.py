@@ -26,12 +26,11 @@ ROOT = Path(__file__).resolve().parents[1]
 MIB = 2**20
 
 CHILD = r"""
-import json, resource, sys, time, tracemalloc
-sys.path.insert(0, sys.argv[1])
+import json, resource, sys, time, tracemalloc  # run with cwd = the repository: `-c` imports from there
 resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
 import numpy, trimesh  # imported before measuring: their own memory is not the file's
 from zoo.files import PointCloudError, read_points
-path, limit, trace = sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
+path, limit, trace = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 if trace:
     tracemalloc.start()
@@ -63,21 +62,26 @@ def wide_rows(size, cols=2000):
     return line * (size // len(line))
 
 
-def npy(array=None, *, header_shape=None, dtype="<f8", data=b""):
-    if array is not None:
-        buf = io.BytesIO()
-        np.save(buf, array)
-        return buf.getvalue()
+def npy(array):
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def npy_bytes(shape, dtype="<f4", data=None):
+    """An .npy header declaring `shape`, followed by `data` (default: exactly the bytes it declares)."""
     head = np.lib.format.header_data_from_array_1_0(np.zeros((1, 3), dtype))
-    head["shape"] = header_shape
+    head["shape"] = tuple(shape)
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, head)
+    if data is None:
+        data = bytes(int(np.prod(shape)) * np.dtype(dtype).itemsize)
     return buf.getvalue() + data
 
 
-def npz_members(members, compression=zipfile.ZIP_DEFLATED):
+def zip_bytes(members, method=zipfile.ZIP_DEFLATED):
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression) as z:
+    with zipfile.ZipFile(buf, "w", method) as z:
         for name, blob in members:
             z.writestr(name, blob)
     return buf.getvalue()
@@ -89,7 +93,7 @@ def npz_bomb(gib=1.2):
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         with z.open("points.npy", "w", force_zip64=True) as f:
-            f.write(npy(header_shape=(n, 3), dtype="<f4"))
+            f.write(npy_bytes((n, 3), "<f4", data=b""))
             zeros = bytes(2**24)
             left = n * 12
             while left:
@@ -98,10 +102,9 @@ def npz_bomb(gib=1.2):
     return buf.getvalue()
 
 
-def pcd(n, kind, body, fields="x y z", size="4 4 4", types="F F F"):
-    head = (f"VERSION .7\nFIELDS {fields}\nSIZE {size}\nTYPE {types}\nCOUNT 1 1 1\nWIDTH {n}\nHEIGHT 1\n"
-            f"VIEWPOINT 0 0 0 1 0 0 0\nPOINTS {n}\nDATA {kind}\n").encode()
-    return head + body
+def pcd_bytes(n, kind, body, fields="x y z", size="4 4 4", types="F F F", count="1 1 1", width=None):
+    return (f"VERSION .7\nFIELDS {fields}\nSIZE {size}\nTYPE {types}\nCOUNT {count}\nWIDTH {width or n}\nHEIGHT 1\n"
+            f"VIEWPOINT 0 0 0 1 0 0 0\nPOINTS {n}\nDATA {kind}\n").encode() + body
 
 
 def lzf_zeros(n_bytes):
@@ -193,23 +196,23 @@ def cases(size):
         ("xyz", "CR-only line ends", lambda: rows(size, b"0 0 0\r1 1 1\r")),
         ("txt", "8.7M rows '0,0,0'", lambda: rows(size, b"0,0,0\n1,1,1\n")),
         ("pts", "count line 10^9, then rows", lambda: rows(size, head=b"1000000000\n")),
-        ("npy", "header declares 10^9 x 3 float64", lambda: npy(header_shape=(10**9, 3), data=bytes(72))),
+        ("npy", "header declares 10^9 x 3 float64", lambda: npy_bytes((10**9, 3), "<f8", data=bytes(72))),
         ("npy", "17M x 3 int8 (fills the size)", lambda: npy(np.zeros(((size - 128) // 3, 3), np.int8))),
         ("npy", "10M x 3 int8 (the point limit)", lambda: npy(np.arange(30_000_000, dtype=np.int8).reshape(-1, 3))),
         ("npy", "x, y, z uint8 records", lambda: npy(np.zeros((size - 128) // 3, [("x", "u1"), ("y", "u1"),
                                                                               ("z", "u1")]))),
         ("npz", "1.2 GiB of zeros, deflated", lambda: npz_bomb(1.2)),
-        ("npz", "member header declares 10^9 x 3", lambda: npz_members(
-            [("points.npy", npy(header_shape=(10**9, 3), data=bytes(72)))])),
-        ("npz", "50 MiB stored float32", lambda: npz_members(
+        ("npz", "member header declares 10^9 x 3", lambda: zip_bytes(
+            [("points.npy", npy_bytes((10**9, 3), "<f8", data=bytes(72)))])),
+        ("npz", "50 MiB stored float32", lambda: zip_bytes(
             [("points.npy", npy(np.zeros(((size - 400) // 12, 3), np.float32)))], zipfile.ZIP_STORED)),
-        ("npz", "200k empty members", lambda: npz_members([(f"{i}.npy", b"") for i in range(size // 250)])),
-        ("pcd", "ascii, 8.7M rows", lambda: pcd((size - 200) // 6, "ascii", rows(size - 200, b"0 0 0\n"))),
-        ("pcd", "binary, POINTS 10^9, 3 held", lambda: pcd(10**9, "binary", bytes(36))),
-        ("pcd", "binary_compressed LZF bomb (usize = limit)", lambda: pcd(
+        ("npz", "200k empty members", lambda: zip_bytes([(f"{i}.npy", b"") for i in range(size // 250)])),
+        ("pcd", "ascii, 8.7M rows", lambda: pcd_bytes((size - 200) // 6, "ascii", rows(size - 200, b"0 0 0\n"))),
+        ("pcd", "binary, POINTS 10^9, 3 held", lambda: pcd_bytes(10**9, "binary", bytes(36))),
+        ("pcd", "binary_compressed LZF bomb (usize = limit)", lambda: pcd_bytes(
             (size // 12), "binary_compressed", struct.pack("<II", len(lzf_zeros(size // 12 * 12)),
                                                            size // 12 * 12) + lzf_zeros(size // 12 * 12))),
-        ("pcd", "binary uint8 x, y, z (fills the size)", lambda: pcd(
+        ("pcd", "binary uint8 x, y, z (fills the size)", lambda: pcd_bytes(
             (size - 200) // 3, "binary", bytes((size - 200) // 3 * 3), size="1 1 1", types="U U U")),
         ("pcd", "50 MiB header, no DATA", lambda: rows(size, b"# comment line\n")),
         ("ply", "ascii vertices '0 0 0'", lambda: ply_header("ascii", [("vertex", (size - 200) // 6, XYZ)])
@@ -257,9 +260,9 @@ def cases(size):
 
 
 def measure(path, limit, trace):
-    cmd = [sys.executable, "-c", CHILD, str(ROOT), str(path), str(limit), "1" if trace else "0"]
+    cmd = [sys.executable, "-c", CHILD, str(path), str(limit), "1" if trace else "0"]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     except subprocess.TimeoutExpired:
         return dict(out="timed out after 300 s", seconds=300.0, peak_mib=float("nan"), rss_mib=float("nan"))
     if proc.returncode:

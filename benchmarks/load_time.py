@@ -1,6 +1,6 @@
 """Cold and warm load + first prediction time of the zoo's default entries, each in a fresh process, offline.
 
-    python benchmarks/load_time.py [--entries NAME ...] [--fresh-cache]
+    python -m benchmarks load-time [--entries NAME ...] [--fresh-cache]
 
 cold = a new Python process: `load_model(name)` then one `predict` on a 2,048-point cloud (imports timed apart);
 warm = the same calls again in that process (the model is cached). --fresh-cache also empties the converted-weights
@@ -38,7 +38,6 @@ def main(argv=None):
     p.add_argument("--fresh-cache", action="store_true")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "load_time.json"), help="the record")
     a = p.parse_args(argv)
-    sys.path.insert(0, str(ROOT))
     from zoo.registry import DEFAULTS
     entries = a.entries or list(DEFAULTS.values())
     rows = {}

@@ -1,6 +1,6 @@
 """Forward time of an adapted Any2Point model vs the bare frozen backbone on the same tokens (synthetic backbone).
 
-    python benchmarks/overhead.py [--width 384 --depth 12 --points 2048 --tokens 128 --repeats 30 --threads 0]
+    python -m benchmarks overhead [--width 384 --depth 12 --points 2048 --tokens 128 --repeats 30 --threads 0]
 
 A randomly initialised DINOv2-shaped ViT (no download, any size), batch 1. The timings are speed.bench_forward's:
 bare = the frozen blocks alone; adapted = Any2Point from the same tokens to logits (projection, PE, bottleneck and
@@ -9,16 +9,12 @@ tokenizer). Interleaved repeats, medians.
 The issue's bar: adapted <= 1.3x bare and tokenizer <= 10% of the forward, at 2,048 points on the CPU.
 """
 import argparse
-import os
-import sys
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from core import Any2Point  # noqa: E402
-from zoo.specs import build_backbone  # noqa: E402
-from speed import bench_forward, forward_table  # noqa: E402
+from benchmarks.speed import bench_forward, forward_table
+from core import Any2Point
+from zoo.specs import build_backbone
 
 
 def main(argv=None):

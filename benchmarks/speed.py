@@ -33,9 +33,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from zoo.specs import parse, short_name
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from zoo.specs import parse, short_name  # noqa: E402
 
 PACKAGED = ("packaged:dinov2-s14", "packaged:minilm-l6", "packaged:whisper-tiny-en")
 QUICK_BACKBONE = "packaged:whisper-tiny-en"  # the smallest (4 blocks)
@@ -228,7 +228,7 @@ def bench_train(model, device, points, batch, repeats):
 
 
 # --- report -----------------------------------------------------------------------------------------------------
-def _cpu_name():
+def cpu_name():
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -241,7 +241,7 @@ def _cpu_name():
 def header(devices, a):
     names = []
     for d in devices:
-        names.append(f"cuda ({torch.cuda.get_device_name(d)})" if d.type == "cuda" else f"cpu ({_cpu_name()}, "
+        names.append(f"cuda ({torch.cuda.get_device_name(d)})" if d.type == "cuda" else f"cpu ({cpu_name()}, "
                      f"{os.cpu_count()} cores)")
     date = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     mode = "quick" if a.quick else "full"

@@ -3,9 +3,9 @@ Any2Point with the three packaged backbones, the from-scratch and linear-probe b
 the other projection, no guided adapter) for one backbone, and the random-backbone control.
 
     python -m train.data.sh3d --out data/sh3d          # once (kicad33: python -m train.data.kicad --out data/kicad33)
-    python benchmarks/suite.py [--benchmark sh3d|kicad33] [--only NAME ...] [--ablation-backbone whisper]
+    python -m benchmarks suite [--benchmark sh3d|kicad33] [--only NAME ...] [--ablation-backbone whisper]
                                [--no-ablations] [--seeds 0 1 2] [--folds 0 1 2 3 4] [--controls ...] [--jobs 2]
-                               [--method-ablations] [--install]
+                               [--method-ablations] [--install] [--runs-dir runs/<campaign>]
 
 Recipes are train/configs/<benchmark>_<backbone>.toml; runs go to runs/<benchmark>/<name>. `--folds` runs every
 listed cross-validation round (`<name>-fold<k>`, `--fold k`: test = fold k, val = fold k+1) instead of the fixed
@@ -20,9 +20,9 @@ SweetHome3D's test split has 60 models (one model = 1.7 points): use its folds; 
 `--controls minilm whisper` adds, at every seed, the random-backbone control (`control-random-backbone-<backbone>`):
 Any2Point on the backbone's architecture with random frozen weights, which tells whether the pretraining is used.
 `--install` copies the first-seed Any2Point entries of the fixed split into zoo/checkpoints/ (the embedded entries).
-Then `python benchmarks/compare_runs.py --benchmark B` re-evaluates the finished runs and keeps a small record of each
-in benchmarks/results/<benchmark>/ (commit those: the run folders do not outlive the machine), and
-`python benchmarks/results_table.py` builds the README table from the logs and the records.
+Every run writes its record (train/record.py: its key when it starts, its results when it ends) to
+benchmarks/results/<the runs dir's name>/<name>.json: commit those (the run folders do not outlive the machine);
+`python -m benchmarks render` builds the tables from them.
 """
 import argparse
 import os
@@ -32,6 +32,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 BACKBONES = {"dinov2s": "vision", "minilm": "language", "whisper": "audio"}
@@ -58,6 +59,10 @@ METHOD_ABLATIONS = {
     "official-items-e50": ("whisper", "official recipe items and 50 epochs (warm-up 5)",
                            ["resample=true", "decay_all=false", "model.adapter_dropout=0.1", "epochs=50",
                             "warmup_epochs=5"]),
+    # the CPU recipe candidates of the PointNeXt comparison (issue #26), each over the furniture recipe on the folds
+    "points-1024": ("whisper", "1,024 points and 128 tokens instead of 512 and 64",
+                    ["points=1024", "model.num_tokens=128"]),
+    "epochs-100": ("whisper", "100 epochs instead of 50 (warm-up 10)", ["epochs=100", "warmup_epochs=10"]),
     # not an item of the official code: does the 10-epoch CPU schedule underfit (train accuracy ~ val accuracy)?
     "epochs-30": ("whisper", "30 epochs instead of 10 (warm-up 3)", ["epochs=30", "warmup_epochs=3"]),
 }
@@ -72,19 +77,29 @@ def ablation_text(key):
     return METHOD_ABLATIONS[key][1] if key in METHOD_ABLATIONS else ABLATIONS.get(key, key)
 
 
+class Run(NamedTuple):
+    """One planned run: its folder name, the backbone's recipe, train/run.py flags (its key: --variant, --seed,
+    --fold, --ablation), and whether --install ships its entry."""
+    name: str
+    backbone: str
+    flags: list
+    install: bool = False
+
+
 def method_ablation_runs(names=None):
-    """[(run name, backbone, flags)] of the faithful-method ablations (all, or those named)."""
-    return [(f"ablation-{key}-{short}", short, [x for kv in sets for x in ("--set", kv)])
+    """[Run] of the faithful-method ablations (all, or those named)."""
+    return [Run(f"ablation-{key}-{short}", short, ["--ablation", key, *[x for kv in sets for x in ("--set", kv)]])
             for key, (short, _, sets) in METHOD_ABLATIONS.items() if names is None or key in names]
 
 
 def main_runs(seed, first, benchmark="sh3d"):
     tag = "" if seed == first else f"-seed{seed}"
     flags = [] if seed == first else ["--seed", str(seed)]
-    out = [(f"any2point-{modality}-{short}-{benchmark}{tag}", short, flags) for short, modality in BACKBONES.items()]
+    out = [Run(f"any2point-{modality}-{short}-{benchmark}{tag}", short, flags, install=seed == first)
+           for short, modality in BACKBONES.items()]
     for short in BACKBONES:
-        out.append((f"baseline-linear-probe-{short}{tag}", short, ["--variant", "linear_probe", *flags]))
-        out.append((f"baseline-from-scratch-{short}{tag}", short, ["--variant", "from_scratch", *flags]))
+        out.append(Run(f"baseline-linear-probe-{short}{tag}", short, ["--variant", "linear_probe", *flags]))
+        out.append(Run(f"baseline-from-scratch-{short}{tag}", short, ["--variant", "from_scratch", *flags]))
     return out
 
 
@@ -101,24 +116,26 @@ def recipe_pe(short, benchmark="sh3d"):
 
 
 def runs(ablation_backbone, seeds=(0,), controls=(), benchmark="sh3d", folds=None, method_ablations=False):
-    """[(run name, backbone short name, run.py flags)] in the order they run; folds: each run once per round."""
+    """[Run] in the order they run; folds: each run once per round."""
     out = main_runs(seeds[0], seeds[0], benchmark)
     if ablation_backbone:
         other = "1d" if recipe_pe(ablation_backbone, benchmark) == "2d" else "2d"
-        out += [(f"ablation-no-pe-{ablation_backbone}", ablation_backbone, ["--pe", "none"]),
-                (f"ablation-pe-{other}-{ablation_backbone}", ablation_backbone, ["--pe", other]),
-                (f"ablation-no-guided-{ablation_backbone}", ablation_backbone, ["--no-guided"])]
+        out += [Run(f"ablation-no-pe-{ablation_backbone}", ablation_backbone, ["--ablation", "no-pe", "--pe", "none"]),
+                Run(f"ablation-pe-{other}-{ablation_backbone}", ablation_backbone,
+                    ["--ablation", f"pe-{other}", "--pe", other]),
+                Run(f"ablation-no-guided-{ablation_backbone}", ablation_backbone,
+                    ["--ablation", "no-guided", "--no-guided"])]
     if method_ablations:
         out += method_ablation_runs()
     for seed in seeds[1:]:
         out += main_runs(seed, seeds[0], benchmark)
     for seed in seeds:  # the controls come last: they answer a question, the table does not need them
         tag, flags = ("", []) if seed == seeds[0] else (f"-seed{seed}", ["--seed", str(seed)])
-        out += [(f"control-random-backbone-{short}{tag}", short, ["--variant", "random_backbone", *flags])
+        out += [Run(f"control-random-backbone-{short}{tag}", short, ["--variant", "random_backbone", *flags])
                 for short in controls]
     if folds is None:
         return out
-    return [(f"{name}-fold{k}", short, [*flags, "--fold", str(k)]) for k in folds for name, short, flags in out]
+    return [Run(f"{r.name}-fold{k}", r.backbone, [*r.flags, "--fold", str(k)]) for k in folds for r in out]
 
 
 def main(argv=None):
@@ -142,17 +159,19 @@ def main(argv=None):
     a.runs_dir = a.runs_dir or f"runs/{a.benchmark}"
     plan = runs(None if a.no_ablations else a.ablation_backbone, a.seeds, a.controls, a.benchmark, a.folds,
                 a.method_ablations)
-    todo = [(name, short, flags) for name, short, flags in plan if not a.only or name in a.only]
+    todo = [r for r in plan if not a.only or r.name in a.only]
+    records = ROOT / "benchmarks" / "results" / Path(a.runs_dir).name
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1") if a.jobs > 1 else None
 
     def one(run):
-        name, short, flags = run
+        name, short, flags, _ = run
         out = ROOT / a.runs_dir / name
         if (out / "result.json").exists():
             print(f"[done] {name}", flush=True)
             return
-        cmd = [sys.executable, str(ROOT / "train/run.py"), "--config", str(recipe(a.benchmark, short)),
-               "--output-dir", str(out), "--name", name, "--resume", *flags, *extra]
+        cmd = [sys.executable, "-m", "train.run", "--config", str(recipe(a.benchmark, short)),
+               "--output-dir", str(out), "--name", name, "--record", str(records / f"{name}.json"), "--resume",
+               *flags, *extra]
         print(f"[run] {name}: {' '.join(cmd[1:])}", flush=True)
         if a.dry_run:
             return
@@ -165,11 +184,10 @@ def main(argv=None):
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         for f in [pool.submit(one, r) for r in todo]:
             f.result()  # the first failure stops the suite (finished runs are kept)
-    for name, _, _ in todo:
-        out = ROOT / a.runs_dir / name
-        if a.install and name.startswith("any2point-") and "-seed" not in name and "-fold" not in name \
-                and (out / "entry" / "config.json").exists():
-            dest = ROOT / "zoo" / "checkpoints" / name
+    for run in todo:
+        out = ROOT / a.runs_dir / run.name
+        if a.install and run.install and (out / "entry" / "config.json").exists():
+            dest = ROOT / "zoo" / "checkpoints" / run.name
             shutil.rmtree(dest, ignore_errors=True)
             shutil.copytree(out / "entry", dest)
             print(f"[installed] {dest.relative_to(ROOT)}")

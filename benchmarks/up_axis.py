@@ -1,6 +1,6 @@
 """The up axis: what a z-up upload costs the default entries, and what predict(up=...) gets back.
 
-    python benchmarks/up_axis.py [--data data/sh3d] [--split test] [--entries NAME ...]
+    python -m benchmarks up-axis [--data data/sh3d] [--split test] [--entries NAME ...]
 
 On the SweetHome3D test clouds (y up, as the entries were trained) and their z-up versions (the exact rotation
 core.points.reorient(p, "y", to="z"), i.e. how a CAD or scanner file of the same object arrives), per default
@@ -8,7 +8,7 @@ entry, single-pass accuracy of:
   y-up                  the clouds as trained (the reference)
   z-up, up="y"          a z-up file read as if y up: the failure users saw
   z-up, up="z"          told the truth: exactly the y-up clouds again, so exactly the reference
-  z-up, up="auto"       not told: each orientation in core.model.AUTO_UP scored by the model's confidence (over
+  z-up, up="auto"       not told: each orientation in zoo.serving.AUTO_UP scored by the model's confidence (over
                         AUTO_TURNS quarter turns) + AUTO_PRIOR x core.points.upright_prior, the best one kept
   y-up, up="auto"       what "auto" costs when the file was fine
   y-up, turn mean       the y-up clouds with the same averaging over AUTO_TURNS quarter turns that "auto" does: the
@@ -18,7 +18,7 @@ true up. The auto settings were chosen on the val split (--split val), not on te
 1.7 points, the binomial standard error of an accuracy near 55% is ~6.4.
 Writes benchmarks/results/up_axis.json (up_axis_<split>.json for other splits; up_axis_<data>[_<split>].json for
 another benchmark, e.g. --data data/kicad33 --entries <its entries>), prints a markdown table and with --readme
-replaces the block <!-- up-axis:start/end --> (or --block's).
+docs/RESULTS.md shows it (`python -m benchmarks render`).
 Offline; batches of 16 clouds on one intra-op thread (the machine is shared); ~10 minutes on 2 shared cores.
 """
 import argparse
@@ -31,13 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import zoo.serving
+from core.points import UP_AXES, quarter_turn, reorient
+from zoo.registry import TASK_DEFAULTS, load_model
 
-import core.model  # noqa: E402
-from core.points import UP_AXES, quarter_turn, reorient  # noqa: E402
-from zoo.registry import TASK_DEFAULTS, load_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 OUT = ROOT / "benchmarks" / "results" / "up_axis.json"
 COLUMNS = ("y-up", 'z-up, up="y"', 'z-up, up="z"', 'z-up, up="auto"', 'y-up, up="auto"', "y-up, turn mean",
@@ -55,20 +53,20 @@ def evaluate(model, clouds, targets, six_axes=True):
 
     out, picks = {}, {}
     out["y-up"] = acc(model.predict_batch(clouds))
-    turned = [model.predict_batch([quarter_turn(p, k) for p in clouds]) for k in range(core.model.AUTO_TURNS)]
+    turned = [model.predict_batch([quarter_turn(p, k) for p in clouds]) for k in range(zoo.serving.AUTO_TURNS)]
     out["y-up, turn mean"] = acc([{c: np.mean([t[i][c] for t in turned]) for c in model.labels}
                                   for i in range(len(clouds))])
     out['z-up, up="y"'] = acc(model.predict_batch(z_up, up="y"))
     out['z-up, up="z"'] = acc(model.predict_batch(z_up, up="z"))
-    for axes, suffix in ((core.model.AUTO_UP, 'up="auto"'), *[(tuple(UP_AXES), "auto over 6 axes")] * six_axes):
-        saved, core.model.AUTO_UP = core.model.AUTO_UP, axes
+    for axes, suffix in ((zoo.serving.AUTO_UP, 'up="auto"'), *[(tuple(UP_AXES), "auto over 6 axes")] * six_axes):
+        saved, zoo.serving.AUTO_UP = zoo.serving.AUTO_UP, axes
         try:
             for name, data, truth in (("z-up", z_up, "z"), ("y-up", clouds, "y")):
                 res = model.predict_batch(data, up="auto", with_up=True)
                 out[f"{name}, {suffix}"] = acc([r for r, _ in res])
                 picks[f"{name}, {suffix}"] = float(np.mean([u == truth for _, u in res]))
         finally:
-            core.model.AUTO_UP = saved
+            zoo.serving.AUTO_UP = saved
     return out, picks
 
 
@@ -79,16 +77,15 @@ def main(argv=None):
     p.add_argument("--entries", nargs="*", help="default: the furniture defaults (sh3d) or that task's defaults")
     p.add_argument("--limit", type=int, help="a seeded random subset of this many clouds of the split")
     p.add_argument("--no-six-axes", action="store_true", help="skip the six-axis columns (24 forwards a cloud)")
-    p.add_argument("--readme", help="replace a generated block in this file with the table")
-    p.add_argument("--block", default="up-axis", help="the block's name: <!-- NAME:start --> ... <!-- NAME:end -->")
     a = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     bench = "kicad33" if "kicad" in Path(a.data).name else "sh3d"
     if bench == "kicad33":
         from train.data.kicad import Kicad33 as Dataset
     else:
         from train.data.sh3d import SH3D as Dataset
     ds = Dataset(a.data, a.split)
-    core.model.INFERENCE_THREADS = 1  # accuracy does not depend on it; other jobs share these cores
+    zoo.serving.INFERENCE_THREADS = 1  # accuracy does not depend on it; other jobs share these cores
     keep = range(len(ds))
     if a.limit and a.limit < len(ds):  # a seeded subset: the six-axis and eight-forward columns are costly
         keep = sorted(np.random.default_rng(0).choice(len(ds), a.limit, replace=False).tolist())
@@ -103,19 +100,14 @@ def main(argv=None):
         rows[name] = dict(accuracy=acc, auto_picked_true_up=picks, seconds=round(time.perf_counter() - t, 1))
         print(f"{name}: {json.dumps(rows[name])}", file=sys.stderr)
     record = dict(benchmark="up_axis", data=bench, split=a.split, clouds=len(clouds), split_size=len(ds),
-                  auto_up=list(core.model.AUTO_UP), auto_turns=core.model.AUTO_TURNS,
-                  auto_prior=core.model.AUTO_PRIOR, date=time.strftime("%Y-%m-%d"), host=platform.node(),
+                  auto_up=list(zoo.serving.AUTO_UP), auto_turns=zoo.serving.AUTO_TURNS,
+                  auto_prior=zoo.serving.AUTO_PRIOR, date=time.strftime("%Y-%m-%d"), host=platform.node(),
                   cpus=os.cpu_count(), results=rows)
     stem = "up_axis" + ("" if bench == "sh3d" else f"_{bench}") + ("" if a.split == "test" else f"_{a.split}")
     out = OUT.with_name(f"{stem}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
-    md = table(record)
-    print(md)
-    if a.readme:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-        from results_table import update_block
-        update_block(a.readme, md, f"<!-- {a.block}:start -->", f"<!-- {a.block}:end -->")
+    print(table(record))
 
 
 def table(record):

@@ -1,11 +1,20 @@
 """Trainable parts that ride on the frozen blocks: the bottleneck adapter and the any-to-3D guided adapter (in a
-bottleneck space, GuidedAdapter; at full width as in the official code, FullGuidedAdapter)."""
-import threading
+bottleneck space, GuidedAdapter; at full width as in the official code, FullGuidedAdapter).
+
+A guided adapter works on one forward's groups (who shares a voxel, a cell): `prepare` builds a typed context from
+the projection's groups once per forward, and every block's call takes it. Each has a plain reference path beside
+the fast one (`reference=True`), which tests hold the fast one to."""
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+# the guided adapter and context of the forward running in this thread (or task): post-LN blocks apply the update
+# from a pre-hook on their closing LayerNorm, which has no other way to reach this forward's context
+_ACTIVE = ContextVar("any2point_guided_forward", default=None)
 
 
 class BottleneckAdapter(nn.Module):
@@ -32,7 +41,62 @@ class BottleneckAdapter(nn.Module):
         return self(out) if self.enabled else out
 
 
-class GuidedAdapter(nn.Module):
+@dataclass
+class GuidedContext:
+    """One forward's state for every block of a GuidedAdapter, built once by its `prepare`."""
+    groups: dict  # the projection's groups: voxels (B, G), cells (V, B, G), mask (V, B, G, G); read only
+    mean: torch.Tensor  # (1 + V, B, G, G) 0/1 same-voxel (row 0) / same-cell matrices, rows normalised to sum 1
+    fused: tuple  # fused_weights() for this forward (cached in inference)
+    one: torch.Tensor  # a scalar 1, the "+ 1" of cos + 1 inside one baddbmm
+    record: list | None = None  # receives each block's view weights (B, G, V)
+    reference: bool = False  # run the plain reference path instead
+
+
+@dataclass
+class FullGuidedContext:
+    """One forward's state for every block of a FullGuidedAdapter, built once by its `prepare`: per token the row
+    of its voxel and (per view) of its cell, rows unique per sample (and view), sorted by view."""
+    groups: dict  # the projection's groups, as for GuidedContext
+    vox_row: torch.Tensor  # (B*G,)
+    vox_size: torch.Tensor  # (voxels, 1)
+    cell_row: torch.Tensor  # (V, B*G)
+    token_rows: torch.Tensor  # (B*G, V)
+    cell_size: torch.Tensor  # (cells, 1)
+    view_rows: list  # cells per view: each view's rows are one slice
+    attn_mask: torch.Tensor  # (V*B, 1, G, G) same-cell
+    record: list | None = None
+    reference: bool = False
+
+
+class _Guided(nn.Module):
+    """What both guided adapters share: the on/off switch (Any2Point.bare) and the post-LN pre-hook."""
+
+    def __init__(self):
+        super().__init__()
+        self.enabled = True
+
+    @contextmanager
+    def active(self, context):
+        """While a forward runs the blocks: lets pre_norm_hook find this forward's context."""
+        token = _ACTIVE.set((self, context))
+        try:
+            yield
+        finally:
+            _ACTIVE.reset(token)
+
+    def pre_norm_hook(self, block, module, args):
+        """Forward pre-hook on a post-LN block's closing LayerNorm: add the update to its input."""
+        active = _ACTIVE.get()
+        if active is None or active[0] is not self:  # the backbone called on its own (bare path, baselines)
+            return None
+        return (self(args[0], active[1], block),) + tuple(args[1:])
+
+    def forward(self, x, context, block):
+        """x (B, 1 + G, C): a prefix token, then the point tokens -> x with the update added to the point tokens."""
+        return (self.forward_reference if context.reference else self.forward_fast)(x, context, block)
+
+
+class GuidedAdapter(_Guided):
     """Any-to-3D guided adapter for all blocks of one model (point tokens only), in a bottleneck space.
 
     Per block, tokens go down to `inner` dims. Per view, each 2D/1D cell is summarised by its mean plus an
@@ -66,37 +130,17 @@ class GuidedAdapter(nn.Module):
         # per block: BN over the 3D guide and the V view features side by side ((1 + V) * d channels), on tokens
         # after the summaries are broadcast back, so statistics are weighted by group size
         self.bn = nn.ModuleList(nn.BatchNorm1d((1 + v) * d) for _ in range(depth))
-        self.enabled = True  # Any2Point.bare() switches it off
         self._fused = None  # (key, weights): fused_weights for inference, see _fused_cached
-        self._groups = {}  # thread id -> this forward's groups, for pre_norm_hook (a plain dict: copies, pickles)
 
-    @contextmanager
-    def active(self, groups):
-        """While a forward runs the blocks: lets pre_norm_hook find its groups (per thread, so concurrent
-        forwards of one model stay apart)."""
-        self._groups[threading.get_ident()] = groups
-        try:
-            yield
-        finally:
-            self._groups.pop(threading.get_ident(), None)
-
-    def pre_norm_hook(self, block, module, args):
-        """Forward pre-hook on a post-LN block's closing LayerNorm: add the update to its input."""
-        groups = self._groups.get(threading.get_ident())
-        if groups is None:  # the backbone called on its own (bare path, baselines)
-            return None
-        return (self(args[0], groups, block),) + tuple(args[1:])
-
-    def prepare(self, groups):
-        """What every block shares, once per forward: who is in whose voxel / cell, as (1 + V, B, G, G) 0/1
-        matrices with rows normalised to sum 1 (row 0 = voxels), so one matmul gives every group mean of a block;
-        and the fused per-block weights of `fused_weights`."""
+    def prepare(self, groups, *, record=None, reference=False):
+        """The projection's groups -> this forward's GuidedContext: who is in whose voxel / cell, as (1 + V, B, G,
+        G) 0/1 matrices with rows normalised to sum 1 (row 0 = voxels), so one matmul gives every group mean of a
+        block; and the fused per-block weights of `fused_weights`."""
         vox, same_cell = groups["voxels"], groups["mask"]  # (B, G), (V, B, G, G)
         same = torch.cat([(vox[:, :, None] == vox[:, None, :]).unsqueeze(0), same_cell]).float()
-        groups["mean"] = same / same.sum(dim=-1, keepdim=True)
-        groups["fused"] = self._fused_cached() if not (self.training or torch.is_grad_enabled()) \
-            else self.fused_weights()
-        return groups
+        fused = self._fused_cached() if not (self.training or torch.is_grad_enabled()) else self.fused_weights()
+        return GuidedContext(groups, same / same.sum(dim=-1, keepdim=True), fused, same.new_ones(()), record,
+                             reference)
 
     def _fused_cached(self):
         """Inference: the fused weights change only when a parameter or BN statistic does: in place (version
@@ -136,17 +180,14 @@ class GuidedAdapter(nn.Module):
         return (torch.cat([score, w.permute(0, 2, 1, 3).reshape(depth, d, -1)], dim=-1),
                 torch.cat([ref.new_zeros(depth, 1 + v), b.view(depth, -1)], dim=-1))
 
-    def forward(self, x, groups, block):
-        """x (B, 1 + G, C): a prefix token, then the point tokens -> x with the update added to the point tokens.
-
-        Written for few kernels: on a CPU each costs ~30 us here (after the backbone's GEMMs), whatever its size.
-        """
+    def forward_fast(self, x, ctx, block):
+        """Written for few kernels: on a CPU each costs ~30 us here (after the backbone's GEMMs), whatever its size."""
         b, t, c = x.shape
         g, v, d = t - 1, self.num_views, self.inner
         # normalise and project the whole sequence (contiguous, one extra row), then drop the prefix token
         down = self.down[block]
         h = F.linear(F.layer_norm(x, (c,)), down.weight, down.bias)[:, 1:]  # (B, G, d)
-        w, bias = groups["fused"]
+        w, bias = ctx.fused
         y = torch.addmm(bias[block], h.reshape(b * g, d), w[block]).view(b, g, -1)
         s, rows = y[..., :1 + v], y[..., 1 + v:].view(b, g, 1 + v, 2 * d + 1)
         # softmax inside each cell = exp / (cell sum of exp), shift-invariant. In fp32/bf16 the clamp alone keeps
@@ -157,7 +198,7 @@ class GuidedAdapter(nn.Module):
             s = s - s.amax(dim=1, keepdim=True)
         e = s.clamp(-60.0, 60.0).exp().permute(2, 0, 1).unsqueeze(-1)  # (1 + V, B, G, 1)
         rows = rows.permute(2, 0, 1, 3)  # (1 + V, B, G, 2d + 1)
-        means = torch.matmul(groups["mean"].to(rows.dtype), torch.cat([rows[..., :d], rows[..., d:] * e], dim=-1))
+        means = torch.matmul(ctx.mean.to(rows.dtype), torch.cat([rows[..., :d], rows[..., d:] * e], dim=-1))
         # per token and row: its group's mean + the attention pool (a ratio of means = the ratio of sums)
         den = means[..., -1:].clamp_min(1e-4) if half else means[..., -1:]
         pooled = torch.addcdiv(means[..., :d], means[..., d:-1], den)
@@ -167,17 +208,42 @@ class GuidedAdapter(nn.Module):
         feats = F.gelu(feats).view(b * g, 1 + v, d)
         # cos of each view to the 3D guide; weights (cos + 1) / sum over views (the 1/2 of (cos + 1) / 2 cancels)
         unit = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-8)
-        u = torch.baddbmm(groups.setdefault("one", unit.new_ones(())), unit[:, 1:], unit[:, 0, :, None]).squeeze(-1)
+        u = torch.baddbmm(ctx.one.to(unit.dtype), unit[:, 1:], unit[:, 0, :, None]).squeeze(-1)
         den = u.sum(dim=-1, keepdim=True).clamp_min(1e-6)  # (B*G, 1); u is cos + 1, (B*G, V)
-        if groups.get("record") is not None:  # per forward, not module state: concurrent calls stay apart
-            groups["record"].append((u / den).view(b, g, v).detach())
+        if ctx.record is not None:
+            ctx.record.append((u / den).view(b, g, v).detach())
         z = torch.bmm(u.unsqueeze(1), feats[:, 1:]).view(b, g, d) / den.view(b, g, 1)
         z = F.pad(z, (0, 0, 1, 0)).to(x.dtype)  # (B, 1 + G, d), the prefix token gets 0
         out = torch.addmm(x.reshape(b * t, c), z.view(b * t, d), self.up[block].to(x.dtype), alpha=self.scale)
         return out.view(b, t, c)
 
+    def forward_reference(self, x, ctx, block):
+        """The same update written plainly, one view at a time: group means and each cell's softmax from 0/1
+        masks, the BN as a module, no fused weights. Slow; the fast path is tested against it."""
+        b, t, c = x.shape
+        g, v, d = t - 1, self.num_views, self.inner
+        h = self.down[block](F.layer_norm(x, (c,)))[:, 1:]  # (B, G, d)
+        vox = ctx.groups["voxels"]
+        same = (vox[:, :, None] == vox[:, None, :]).to(h.dtype)  # (B, G, G)
+        feats = [same @ h / same.sum(-1, keepdim=True)]  # the 3D guide: the voxel mean
+        for i in range(v):
+            cell = ctx.groups["mask"][i]  # (B, G, G) same cell
+            mean = cell.to(h.dtype) @ h / cell.sum(-1, keepdim=True).to(h.dtype)
+            score = (h @ self.query[:, i]).unsqueeze(1).expand(b, g, g)  # member j's score, for every token's row
+            attn = score.masked_fill(~cell, float("-inf")).softmax(dim=-1)  # each token's cell, softmax over members
+            value = h @ self.value_w[i, 0] + self.value_b[i, 0, 0]
+            feats.append(mean + attn @ value)
+        feats = F.gelu(self.bn[block](torch.cat(feats, dim=-1).reshape(b * g, (1 + v) * d))).view(b * g, 1 + v, d)
+        unit = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+        cos = (unit[:, 1:] * unit[:, :1]).sum(-1)  # (B*G, V)
+        w = (cos + 1) / (cos + 1).sum(dim=-1, keepdim=True).clamp_min(1e-6)
+        if ctx.record is not None:
+            ctx.record.append(w.view(b, g, v).detach())
+        z = (w.unsqueeze(-1) * feats[:, 1:]).sum(1).view(b, g, d)
+        return torch.cat([x[:, :1], x[:, 1:] + self.scale * (z @ self.up[block])], dim=1)
 
-class FullGuidedAdapter(nn.Module):
+
+class FullGuidedAdapter(_Guided):
     """The official any-to-3D guided adapter at full width C, for all blocks of one model (point tokens only).
 
     Per view v, with modules shared by all blocks: x_v = x + proj_v(attn_v(LN_v(x))), a small self-attention
@@ -185,7 +251,7 @@ class FullGuidedAdapter(nn.Module):
     with `cell_max`, the official ModelNet40 setting), a per-block per-view BN(C) + GELU, back to the cell's tokens.
     The 3D guide: per voxel the max + mean of x, a per-block BN(C) + GELU. Views are weighted by
     w_v = (cos(x_v, x3d) + 1) / 2, normalised over views: x += scale * sum_v w_v x_v. A full-rank local smoothing,
-    large from step 0. Same interface as GuidedAdapter (prepare / forward / pre_norm_hook / active / record).
+    large from step 0. Same interface as GuidedAdapter (prepare / forward / pre_norm_hook / active).
 
     Where the form differs from the official code (same function): the attention of all views is one batched
     call; group means and maxes are scatters into one row per group (the official scatter_mean / segment_csr), so
@@ -208,27 +274,19 @@ class FullGuidedAdapter(nn.Module):
             nn.init.xavier_uniform_(m.weight)
         self.bn_3d = nn.ModuleList(nn.BatchNorm1d(dim) for _ in range(depth))
         self.bn_views = nn.ModuleList(nn.ModuleList(nn.BatchNorm1d(dim) for _ in range(v)) for _ in range(depth))
-        self.enabled = True  # Any2Point.bare() switches it off
-        self._groups = {}  # thread id -> this forward's groups, for pre_norm_hook
 
-    # one implementation of the per-thread hook plumbing: GuidedAdapter's (they only read self._groups / self())
-    active = GuidedAdapter.active
-    pre_norm_hook = GuidedAdapter.pre_norm_hook
-
-    def prepare(self, groups):
-        """Once per forward: per token the row of its voxel and (per view) of its cell, rows unique per sample
-        (and view), cells sorted by view so each view's rows are one slice; the group sizes."""
+    def prepare(self, groups, *, record=None, reference=False):
+        """The projection's groups -> this forward's FullGuidedContext (the rows of every group, their sizes)."""
         vox, cells, mask = groups["voxels"], groups["cells"], groups["mask"]  # (B, G), (V, B, G), (V, B, G, G)
         v, b, g = cells.shape
         if v != self.num_views:
             raise ValueError(f"{v} views in the groups, the adapter has {self.num_views}")
         vox_row, vox_size = _group_rows(vox.reshape(1, b, g))
         cell_row, cell_size, view_of_row = _group_rows(cells, per_view=True)
-        groups["full"] = dict(vox_row=vox_row.view(b * g), vox_size=vox_size, cell_row=cell_row.view(v, b * g),
-                              token_rows=cell_row.view(v, b * g).t().contiguous(),  # (B*G, V)
-                              cell_size=cell_size, view_rows=torch.bincount(view_of_row, minlength=v).tolist(),
-                              attn_mask=mask.reshape(v * b, 1, g, g))
-        return groups
+        return FullGuidedContext(groups, vox_row=vox_row.view(b * g), vox_size=vox_size,
+                                 cell_row=cell_row.view(v, b * g), token_rows=cell_row.view(v, b * g).t().contiguous(),
+                                 cell_size=cell_size, view_rows=torch.bincount(view_of_row, minlength=v).tolist(),
+                                 attn_mask=mask.reshape(v * b, 1, g, g), record=record, reference=reference)
 
     def attend(self, p, attn_mask):
         """p (B, G, C) -> (V, B*G, C): x_v = x + proj_v(attn_v(LN_v(x))) for every view at once.
@@ -256,31 +314,70 @@ class FullGuidedAdapter(nn.Module):
             out = out + src.new_zeros(out.shape).scatter_reduce(0, idx, src, "amax", include_self=False)
         return out
 
-    def forward(self, x, groups, block):
-        """x (B, 1 + G, C): a prefix token, then the point tokens -> x with the update added to the point tokens."""
+    def forward_fast(self, x, fg, block):
         b, t, c = x.shape
-        g, v, fg = t - 1, self.num_views, groups["full"]
+        g, v = t - 1, self.num_views
         p = x[:, 1:]
-        guide = self.pool(p.reshape(b * g, c), fg["vox_row"], fg["vox_size"])  # (voxels, C), max + mean
+        guide = self.pool(p.reshape(b * g, c), fg.vox_row, fg.vox_size)  # (voxels, C), max + mean
         guide = F.gelu(self.bn_3d[block](guide))
-        unit_guide = (guide / guide.norm(dim=-1, keepdim=True).clamp_min(1e-8)).index_select(0, fg["vox_row"])
-        xv = self.attend(p, fg["attn_mask"])  # (V, B*G, C)
-        cells = self.pool(xv.reshape(v * b * g, c), fg["cell_row"].view(-1), fg["cell_size"], self.cell_max)
-        cells = torch.cat([bn(rows) for bn, rows in zip(self.bn_views[block], cells.split(fg["view_rows"]))])
+        unit_guide = (guide / guide.norm(dim=-1, keepdim=True).clamp_min(1e-8)).index_select(0, fg.vox_row)
+        xv = self.attend(p, fg.attn_mask)  # (V, B*G, C)
+        cells = self.pool(xv.reshape(v * b * g, c), fg.cell_row.view(-1), fg.cell_size, self.cell_max)
+        cells = torch.cat([bn(rows) for bn, rows in zip(self.bn_views[block], cells.split(fg.view_rows))])
         cells = F.gelu(cells)  # (cells, C): x_v of every token is its cell's row
         # cos as F.cosine_similarity (each norm clamped at 1e-8); weights (cos + 1) / sum over views (the 1/2 of
         # (cos + 1) / 2 cancels). Norms per cell row, not per token; the broadcasting cosine_similarity's
         # backward is ~10x slower on a CPU
-        rows = fg["cell_row"].view(-1)  # (V*B*G,); index_select: ~2x faster than indexing with a 2D index
+        rows = fg.cell_row.view(-1)  # (V*B*G,); index_select: ~2x faster than indexing with a 2D index
         dots = (cells.index_select(0, rows).view(v, b * g, c) * unit_guide).sum(dim=-1)  # (V, B*G)
         w = dots / cells.norm(dim=-1).clamp_min(1e-8).index_select(0, rows).view(v, b * g) + 1
         w = w / w.sum(dim=0, keepdim=True)
-        if groups.get("record") is not None:  # per forward, not module state: concurrent calls stay apart
-            groups["record"].append(w.t().reshape(b, g, v).detach())
+        if fg.record is not None:
+            fg.record.append(w.t().reshape(b, g, v).detach())
         # sum_v w_v x_v straight from the cell rows: one embedding_bag, no (V, B*G, C) copy
-        update = F.embedding_bag(fg["token_rows"], cells, per_sample_weights=w.t().to(cells.dtype), mode="sum")
+        update = F.embedding_bag(fg.token_rows, cells, per_sample_weights=w.t().to(cells.dtype), mode="sum")
         update = update.view(b, g, c)
         return torch.cat([x[:, :1], p + self.scale * update.to(x.dtype)], dim=1)
+
+    def forward_reference(self, x, ctx, block):
+        """The official structure, one sample / view / group at a time (slow; the fast path is tested against
+        it). BN sees one row per group, as in the fast path."""
+        b, t, c = x.shape
+        g, v, heads = t - 1, self.num_views, self.heads
+        hd = self.inner // heads
+        vox, cells = ctx.groups["voxels"], ctx.groups["cells"]
+        p = x[:, 1:]
+
+        def scatter_rows(bn, members, rows, out):
+            for (i, m), r in zip(members, F.gelu(bn(torch.stack(rows)))):
+                out[i, m] = r
+
+        guide = p.new_zeros(b, g, c)
+        members, rows = [], []
+        for i in range(b):
+            for label in vox[i].unique():
+                m = vox[i] == label
+                members.append((i, m))
+                rows.append(p[i, m].amax(0) + p[i, m].mean(0))
+        scatter_rows(self.bn_3d[block], members, rows, guide)
+        views = p.new_zeros(v, b, g, c)
+        for k in range(v):
+            members, rows = [], []
+            for i in range(b):
+                for label in cells[k, i].unique():
+                    m = cells[k, i] == label
+                    xc = p[i, m]  # (n, C): this cell's tokens only
+                    q, key, val = self.qkv[k](self.norm[k](xc)).view(-1, 3, heads, hd).permute(1, 2, 0, 3)
+                    att = torch.softmax(q @ key.transpose(-1, -2) * self.inner**-0.5, dim=-1)
+                    h = xc + self.proj[k]((att @ val).permute(1, 0, 2).reshape(-1, self.inner))
+                    members.append((i, m))
+                    rows.append(h.mean(0) + (h.amax(0) if self.cell_max else 0))
+            scatter_rows(self.bn_views[block][k], members, rows, views[k])
+        w = (F.cosine_similarity(views, guide.unsqueeze(0), dim=-1) + 1) / 2  # (V, B, G)
+        w = w / w.sum(0, keepdim=True)
+        if ctx.record is not None:
+            ctx.record.append(w.permute(1, 2, 0).detach())
+        return torch.cat([x[:, :1], p + self.scale * (w.unsqueeze(-1) * views).sum(0)], dim=1)
 
 
 def _group_rows(ids, per_view=False):

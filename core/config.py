@@ -90,10 +90,7 @@ class Any2PointConfig:
         """Strict: an unknown key or a wrong type raises ConfigError naming the key (and listing the known ones)."""
         if not isinstance(data, dict):
             raise ConfigError(f"{where} must be a table of settings, got {type(data).__name__}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ConfigError(f"unknown {where} key {unknown[0]!r} (known: {', '.join(known)})")
+        check_keys(data, [f.name for f in dataclasses.fields(cls)], what=where)
         return cls(**data)
 
     def replace(self, **overrides) -> Any2PointConfig:
@@ -103,6 +100,14 @@ class Any2PointConfig:
     def help(cls) -> dict[str, str]:
         """{setting: one help line}, for --help texts and docs."""
         return {f.name: f.metadata["help"] for f in dataclasses.fields(cls)}
+
+
+def check_keys(data, known, *, what=""):
+    """ConfigError naming the first key of `data` that is not in `known` (and listing those), if there is one: the
+    one check of unknown keys, for model settings and run recipes alike."""
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown {what + ' ' if what else ''}key {unknown[0]!r} (known: {', '.join(known)})")
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,31 @@
-"""Any2Point: tokenizer + virtual projection + frozen backbone with adapters + cls/max head."""
-import os
+"""Any2Point: tokenizer + virtual projection + frozen backbone with adapters + cls/max head.
+
+The nn.Module only: what serving needs around it (subsampling, up axes, predict / embed / explain, the thread
+policy) is zoo.serving's."""
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from functools import partial
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from core.adapter import BottleneckAdapter, FullGuidedAdapter, GuidedAdapter
 from core.backbones import wrap
 from core.config import Any2PointConfig
-from core.points import normalize, quarter_turn, reorient, upright_prior
+from core.points import normalize
 from core.projection import VirtualProjection
 from core.tokenizer import PointPNTokenizer, PointTokenizer
+
+
+@dataclass
+class Trace:
+    """What one forward saw, filled in when passed to forward / features / forward_tokens (per forward: concurrent
+    forwards of one model each keep their own). `reference` runs the guided adapter's plain reference path."""
+    reference: bool = False
+    points: torch.Tensor | None = None  # (B, N, 3) the normalised clouds (forward / features only)
+    centres: torch.Tensor | None = None  # (B, G, 3) token centres
+    groups: dict | None = None  # the projection's groups: coords (V, B, G, 2) or (V, B, G), cells (V, B, G), ...
+    view_weights: list = field(default_factory=list)  # per block the guided adapter's view weights (B, G, V)
 
 
 class Any2Point(nn.Module):
@@ -89,22 +101,23 @@ class Any2Point(nn.Module):
         bb.requires_grad_(not cfg.freeze_backbone)
         self.train(False)
 
-    @property
-    def trained(self):
-        """Whether the trainable part was trained (declared by `info`); a freshly built model is not."""
-        return bool(getattr(self.info, "trained", False))
-
     @contextmanager
-    def bare(self):
-        """Run without the bottleneck and guided adapters: the frozen backbone alone, or (through forward) the
-        same model with its adapters off. Benchmarks compare against both."""
-        parts = [*(self.adapters or []), *([self.guided] if self.guided is not None else [])]
-        for a in parts:
+    def bare(self, *parts):
+        """Run with adapters off: `parts` of "adapters" (the bottleneck adapters) and "guided" (the guided
+        adapter); none named: both, the frozen backbone alone, or (through forward) the same model with its adapters
+        off. Benchmarks compare against both."""
+        unknown = set(parts) - {"adapters", "guided"}
+        if unknown:
+            raise ValueError(f"unknown adapter part {sorted(unknown)[0]!r}; use 'adapters' and/or 'guided'")
+        parts = parts or ("adapters", "guided")
+        mods = [*(self.adapters or [])] if "adapters" in parts else []
+        mods += [self.guided] if "guided" in parts and self.guided is not None else []
+        for a in mods:
             a.enabled = False
         try:
             yield
         finally:
-            for a in parts:
+            for a in mods:
                 a.enabled = True
 
     def train(self, mode=True):
@@ -113,44 +126,49 @@ class Any2Point(nn.Module):
             self.backbone.eval()
         return self
 
-    def forward(self, points, record=None):
-        """points (B, N, 3) -> logits (B, K). `record`: a list that receives each block's view weights (B, G, V)."""
-        return self.head(self.features(points, record))
+    def forward(self, points, trace=None):
+        """points (B, N, 3) -> logits (B, K). `trace`: a Trace that receives what this forward saw."""
+        return self.head(self.features(points, trace))
 
-    def forward_tokens(self, tokens, centres, record=None):
+    def forward_tokens(self, tokens, centres, trace=None):
         """Point tokens (B, G, C) at centres (B, G, 3) -> logits (B, K): projection, the adapted backbone, head."""
-        return self.head(self.token_features(tokens, centres, record))
+        return self.head(self.token_features(tokens, centres, trace))
 
-    def features(self, points, record=None):
+    def features(self, points, trace=None):
         """points (B, N, 3) -> (B, 2C): what the head sees, concat(cls, max over point tokens) after the final norm."""
         if points.dim() != 3 or points.shape[-1] != 3:
             raise ValueError(f"expected points of shape (B, N, 3), got {tuple(points.shape)}")
-        tokens, centres = self.tokenizer(normalize(points.float()))  # (B, G, C), (B, G, 3)
-        return self.token_features(tokens, centres, record)
+        xyz = normalize(points.float())
+        if trace is not None:
+            trace.points = xyz
+        tokens, centres = self.tokenizer(xyz)  # (B, G, C), (B, G, 3)
+        return self.token_features(tokens, centres, trace)
 
-    def token_features(self, tokens, centres, record=None):
+    def token_features(self, tokens, centres, trace=None):
         """Point tokens (B, G, C) at centres (B, G, 3) -> the head's input (B, 2C): projection, the adapted backbone,
         the final norm and the cls + max pooling. The one place the pooled features are computed."""
         bb = self.backbone
         pe, groups = self.projection(centres, bb.pos_table())  # (B, G, C)
+        if trace is not None:
+            trace.centres, trace.groups = centres, groups
         if self.pe_mode == "none":
             pe = torch.zeros_like(pe)
         guided = self.guided is not None and self.guided.enabled
         if guided:
-            groups = self.guided.prepare(groups)
-            groups["record"] = record
+            ctx = self.guided.prepare(groups, record=None if trace is None else trace.view_weights,
+                                      reference=trace is not None and trace.reference)
         b = tokens.shape[0]
         x = torch.cat([self.cls_token.expand(b, 1, -1), tokens], dim=1)  # (B, 1 + G, C)
         pos = torch.cat([self.cls_pos.expand(b, 1, -1), pe.to(tokens.dtype).expand(b, -1, -1)], dim=1)
         after_block = guided and not self._post_ln
-        with self.guided.active(groups) if guided and self._post_ln else nullcontext():
+        with self.guided.active(ctx) if guided and self._post_ln else nullcontext():
             for i, blk in enumerate(bb.blocks):
                 x = x + pos.to(x.dtype)
                 if i == 0:
                     x = bb.embed(x)
                 x = blk(x)
                 if after_block:
-                    x = self.guided(x, groups, i)
+                    x = self.guided(x, ctx, i)
         x = bb.final_norm(x)
         if self.final_scale is not None:
             x = x * self.final_scale.to(x.dtype) + self.final_shift.to(x.dtype)
@@ -176,197 +194,3 @@ class Any2Point(nn.Module):
 
     def num_backbone(self):
         return sum(p.numel() for p in self.backbone.parameters())
-
-    # --- convenience ----------------------------------------------------------------------------------------
-    @property
-    def up(self):
-        """The up axis of the clouds this model was trained on, as `info` declares it ("y" when it does not say)."""
-        return getattr(self.info, "up", None) or "y"
-
-    def _one_cloud(self, points, seed=0):
-        """(N, 3) numpy/tensor -> (1, n, 3) float tensor on the model's device, n <= num_points (fixed-seed subset)."""
-        pts = torch.as_tensor(np.asarray(points, dtype=np.float32) if not torch.is_tensor(points) else points)
-        if pts.dim() != 2 or pts.shape[-1] != 3 or pts.shape[0] < 1:
-            raise ValueError(f"expected one cloud of shape (N, 3), got {tuple(pts.shape)}")
-        if not torch.isfinite(pts).all():
-            raise ValueError("the cloud has NaN or infinite coordinates")
-        if pts.shape[0] > self.num_points:
-            g = torch.Generator().manual_seed(seed)
-            pts = pts[torch.randperm(pts.shape[0], generator=g)[: self.num_points]]
-        return pts.float().unsqueeze(0).to(next(self.parameters()).device)
-
-    def _oriented(self, pts, up):
-        """A cloud tensor whose up axis is `up` (None: the model's own) -> the same cloud in the model's convention."""
-        return reorient(pts, up or self.up, to=self.up)
-
-    def _probs(self, logits, top_k=None):
-        return self._ranked(F.softmax(logits.float(), dim=-1)[0].cpu(), top_k)
-
-    def _ranked(self, probs, top_k=None):
-        order = probs.argsort(descending=True)[: top_k or len(self.labels)]
-        return {self.labels[i]: float(probs[i]) for i in order}
-
-    @contextmanager
-    def _inference(self, num_points):
-        """Eval mode, no autograd, and the thread policy for a forward of `num_points` points in all."""
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad(), inference_threads(num_points):
-                yield
-        finally:
-            self.train(was_training)
-
-    def predict(self, points, *, top_k=None, seed=0, up=None):
-        """One cloud (N, 3) numpy/tensor -> {label: probability}, most likely first.
-
-        Clouds larger than num_points are subsampled with a fixed seed, so a prediction is repeatable. `up` is the
-        cloud's up axis: None (the model's own, `model.up`), "y", "z" or another of core.points.UP_AXES (the cloud
-        is turned exactly into the model's convention), or "auto" (see predict_batch).
-        """
-        if up == "auto":
-            return self.predict_batch([points], top_k=top_k, seed=seed, up=up)[0]
-        pts = self._oriented(self._one_cloud(points, seed), up)
-        with self._inference(pts.shape[1]):
-            return self._probs(self(pts), top_k)
-
-    def predict_batch(self, clouds, *, top_k=None, seed=0, up=None, batch_size=16, with_up=False):
-        """Clouds [(N_i, 3), ...] -> [{label: probability}, ...], batched forwards of up to `batch_size` clouds.
-
-        Each cloud is subsampled as in predict; clouds of equal size (after that) share a batch, so each result is
-        predict's up to float rounding. up: as in predict, or "auto": each orientation in AUTO_UP is scored by the
-        model's confidence (minus the entropy of its mean prediction over AUTO_TURNS quarter turns about the
-        vertical, the turns it was trained under) plus the entry's up_prior (default AUTO_PRIOR) x
-        core.points.upright_prior, and each cloud gets the best one's prediction, averaged over those turns (ties go
-        to the first, the model's own). with_up=True returns [(probabilities, up axis used), ...].
-        """
-        pts = [self._one_cloud(c, seed)[0] for c in clouds]
-        auto = up == "auto"
-        ups = [self.up, *[u for u in AUTO_UP if u != self.up]] if auto else [up or self.up]
-        turns = max(1, AUTO_TURNS) if auto and len(ups) > 1 else 1
-        # jobs: (cloud, candidate up, turn) -> the cloud in the model's convention (turned in a y-up reading)
-        jobs = {}
-        for i, p in enumerate(pts):
-            for u in ups:
-                y_up = reorient(self._oriented(p, u), self.up, to="y")
-                for k in range(turns):
-                    jobs[i, u, k] = reorient(quarter_turn(y_up, k), "y", to=self.up)
-        probs = self._batched_probs(jobs, batch_size)
-        weight = getattr(self.info, "up_prior", None)
-        weight = AUTO_PRIOR if weight is None else weight  # the entry's own (its objects' posture), else the default
-        out = []
-        for i in range(len(pts)):
-            means = {u: torch.stack([probs[i, u, k] for k in range(turns)]).mean(0) for u in ups}
-            best = None
-            for u, mean in means.items():
-                if len(ups) > 1:
-                    prior = upright_prior(reorient(jobs[i, u, 0], self.up, to="y")[None])[0].item()
-                    score = (mean * mean.clamp_min(1e-12).log()).sum().item() + weight * prior
-                else:
-                    score = 0.0
-                if best is None or score > best[0]:
-                    best = (score, u)
-            out.append((self._ranked(means[best[1]], top_k), best[1]))
-        return out if with_up else [ranked for ranked, _ in out]
-
-    def _batched_probs(self, clouds, batch_size):
-        """{key: (n, 3) cloud} -> {key: (K,) probabilities on the CPU}, forwards batched by cloud size."""
-        by_size, probs = {}, {}
-        for key, p in clouds.items():
-            by_size.setdefault(p.shape[0], []).append(key)
-        for size, keys in by_size.items():
-            for start in range(0, len(keys), batch_size):
-                chunk = keys[start:start + batch_size]
-                with self._inference(size * len(chunk)):
-                    out = F.softmax(self(torch.stack([clouds[k] for k in chunk])).float(), dim=-1).cpu()
-                probs.update(zip(chunk, out))
-        return probs
-
-    def detect_up(self, points, *, seed=0):
-        """The up axis "auto" picks for one cloud (N, 3): the orientation in AUTO_UP predicted most confidently."""
-        return self.predict_batch([points], seed=seed, up="auto", with_up=True)[0][1]
-
-    def embed(self, points, *, seed=0, up=None):
-        """One cloud (N, 3) -> (D,) float32 numpy, D = 2 x backbone width: the pooled features the head sees
-        (concat(cls, max over point tokens) after the final norm), for retrieval, clustering or a new head.
-
-        Same subsampling and `up` as predict ("auto" orients the cloud as predict would). For clouds of at most
-        num_points points the result does not depend on the order of the points (up to float rounding).
-        """
-        up = self.detect_up(points, seed=seed) if up == "auto" else up
-        pts = self._oriented(self._one_cloud(points, seed), up)
-        with self._inference(pts.shape[1]):
-            return self.features(pts)[0].float().cpu().numpy()
-
-    def explain(self, points, *, seed=0, up=None):
-        """What the model saw for one cloud: normalised points, token centres, their virtual-view positions and
-        guided-adapter cells, and each block's per-token view weights. Everything as CPU tensors; `up` as in
-        predict, and the up axis used under "up"."""
-        up = self.detect_up(points, seed=seed) if up == "auto" else up or self.up
-        pts = self._oriented(self._one_cloud(points, seed), up)
-        with self._inference(pts.shape[1]):
-            xyz = normalize(pts)
-            tokens, centres = self.tokenizer(xyz)  # once: the prediction below reuses these tokens
-            _, groups = self.projection(centres, self.backbone.pos_table())
-            record = []
-            probs = self._probs(self.forward_tokens(tokens, centres, record=record))
-            weights = torch.stack(record)[:, 0].cpu() if record else None
-        return dict(points=xyz[0].cpu(), centres=centres[0].cpu(), kind=self.projection.kind,
-                    coords=groups["coords"][:, 0].cpu(), cells=groups["cells"][:, 0].cpu(),
-                    view_weights=weights, probs=probs, up=up)  # coords (V, G, 2) or (V, G); weights (blocks, G, V)
-
-
-# --- inference on shared cores ------------------------------------------------------------------------------------
-# torch splits every op over all cores by default; the ops of a small forward are short and the threads meet after
-# each one, so a single core that another process (or request) holds stalls them all: on 2 shared cores, with one
-# core kept busy, the three default entries' predict went from ~0.14 s to 0.6-5.7 s (benchmarks/busy_cpu.py: 8-21x
-# slower than on one thread). One thread loses little on a small forward, so predict / embed / predict_batch use one
-# for forwards of up to SMALL_FORWARD points (B x N: predict_batch's default 16 clouds of 1,024, which in a check
-# on 2 shared cores still ran 1.7-3.6x faster on one thread) and leave torch's setting alone above that, where a
-# machine with free cores gains from more. INFERENCE_THREADS (or the environment's ANY2POINT_TORCH_THREADS) pins every such
-# forward to that many threads instead; 0 turns the policy off.
-SMALL_FORWARD = 16384
-INFERENCE_THREADS = None
-# predict(up="auto"): the orientations it scores (core.points.UP_AXES names; the model's own always comes first),
-# the quarter turns its confidence and its prediction are averaged over, and the weight of the upright prior.
-# Chosen on the SweetHome3D val split of all three default entries (turns 1/2/4 x prior weight 0-8 x turn-0 or
-# turn-mean prediction x hard or soft choice: the worst entry's z-up and y-up gap was smallest here, -1.8 points;
-# the previous 2 turns / turn-0 prediction: -3.6 on val, -6.7 on test); costs len(AUTO_UP) x AUTO_TURNS forwards.
-# Averaging the prediction over the turns it already ran is where most of the gain comes from: a wrong pick costs
-# less when the kept prediction is steadier.
-# An entry may carry its own prior weight (config.json "up_prior", from its dataset loader's UP_PRIOR): components
-# lie flat on a board, so for kicad33 the prior counts against "standing tall" (-2, chosen on the Whisper entry's
-# kicad33 val split: the z-up gap went from -15.0 at +2 to -1.4).
-AUTO_UP = ("y", "z")
-AUTO_TURNS = 4
-AUTO_PRIOR = 2.0
-
-
-def inference_thread_count(num_points):
-    """Intra-op threads for a forward of `num_points` points in all, or None to leave torch's setting alone."""
-    n = INFERENCE_THREADS
-    if n is None and os.environ.get("ANY2POINT_TORCH_THREADS", "").strip():
-        value = os.environ["ANY2POINT_TORCH_THREADS"].strip()
-        if not value.isdigit():
-            raise ValueError(f"ANY2POINT_TORCH_THREADS must be a whole number of threads, got {value!r}")
-        n = int(value)
-    if n is not None:
-        return n or None
-    return 1 if num_points <= SMALL_FORWARD else None
-
-
-@contextmanager
-def inference_threads(num_points):
-    """Run the block with the thread policy's count for `num_points` points, restoring the previous count after.
-
-    torch's count is per thread once a thread has set it (OpenMP), so concurrent callers (the app's queue
-    workers) do not undo each other's setting."""
-    n, before = inference_thread_count(num_points), torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -116,12 +116,14 @@ def _tracing():
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
-def _fps_steps(xp, xt, n):
-    """The FPS loop on (B, 3, N) fp32, written once for numpy (xp=np) and torch (xp=torch): same picks."""
+def _fps_steps(xp, xt, n, start=None):
+    """The FPS loop on (B, 3, N) fp32, written once for numpy (xp=np) and torch (xp=torch): same picks.
+
+    start: (B,) first picks; default the point farthest from each centroid."""
     b, _, num = xt.shape
     on = {} if xp is np else {"device": xt.device}
     rows = xp.arange(b, **on)
-    far = ((xt - xt.mean(2, keepdims=True)) ** 2).sum(1).argmax(1)
+    far = ((xt - xt.mean(2, keepdims=True)) ** 2).sum(1).argmax(1) if start is None else start
     dist = xp.full((b, num), float("inf"), dtype=xp.float32, **on)
     picks = []
     for _ in range(n):  # inherently sequential in n; vectorised over the batch and the points
@@ -131,6 +133,25 @@ def _fps_steps(xp, xt, n):
         dist[rows, far] = -1.0  # never pick a point twice, even among duplicates at distance 0
         far = dist.argmax(1)
     return xp.stack(picks, 1)
+
+
+def canonical_sample(points, n):
+    """(N, 3) numpy cloud -> (min(N, n), 3) float32 points, the same for every order of the input rows.
+
+    The rows are sorted by their coordinates (x, then y, then z) first, so every later step sees one array whatever
+    order the cloud came in (the centroid's float sum included); then, above n points, farthest point sampling from
+    the point farthest from the centroid keeps n of them, ties going to the first in that sorted order. Rows with
+    equal coordinates are interchangeable, so ties never depend on the input order. The result keeps the sorted
+    order, so the function returns its own output unchanged: a caller may reduce a cloud once for several models."""
+    pts = np.asarray(points, dtype=np.float32)
+    if pts.ndim != 2 or pts.shape[1] != 3:
+        raise ValueError(f"expected one cloud of shape (N, 3), got {pts.shape}")
+    pts = pts + np.float32(0)  # -0.0 -> 0.0: rows the sort calls equal are then equal bit for bit
+    pts = pts[np.lexsort(pts.T[::-1])]  # lexsort's last key is the primary one: x, then y, then z
+    if len(pts) <= n:
+        return np.ascontiguousarray(pts)
+    picks = farthest_point_sample(torch.from_numpy(pts)[None], n)[0].numpy()
+    return np.ascontiguousarray(pts[np.sort(picks)])
 
 
 def knn(query, ref, k):

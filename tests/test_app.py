@@ -1,6 +1,5 @@
 """The Gradio app through gradio_client, as a remote user calls it: every format predicts, bad files get a clear
 error, and the app keeps serving."""
-import socket
 
 import numpy as np
 import pytest
@@ -9,14 +8,9 @@ from gradio_client import Client, handle_file
 
 import app
 from zoo.files import write_points
+from benchmarks.app_load import free_port
 
 WHISPER = app.DEFAULTS["audio"]  # the smallest backbone: format tests call only this entry
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

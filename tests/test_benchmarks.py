@@ -1,10 +1,8 @@
-"""The benchmark scripts run and print the tables they promise: speed (--quick), overhead, the results table built
-from training runs (and the README block it rewrites), and the app load test (on a stand-in app, and on the real
-app when it has a /predict endpoint)."""
+"""The benchmark commands run and print the tables they promise: speed (--quick), overhead, the tables built from run
+records, and the app load test (on a stand-in app, and on the real app when it has a /predict endpoint)."""
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -14,7 +12,6 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def env(**extra):
@@ -50,7 +47,7 @@ def test_speed_quick(tmp_path):
     args = ["--quick", "--threads", "1", "--train-batch", "4", "--out", str(out)]
     if not available:  # the packaged backbone is not installed here: the same run on a small random one
         args += ["--backbones", "scratch:2d"]
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/speed.py"), *args], env=env(), cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "speed", *args], env=env(), cwd=ROOT,
                           capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     md = out.read_text()
@@ -83,7 +80,7 @@ def test_speed_quick(tmp_path):
 
 
 def test_speed_arguments():
-    import speed
+    from benchmarks import speed
     a = speed.parse_args(["--quick"])
     assert a.repeats == 2 and a.sizes == [1024, 2048] and a.specs == ["packaged:whisper-tiny-en"]
     assert a.out == ""  # CI's quick run never overwrites the README-linked SPEED.md
@@ -99,7 +96,7 @@ def test_speed_arguments():
 
 
 def test_speed_interleaves_and_takes_medians():
-    import speed
+    from benchmarks import speed
     calls = []
     t = speed.interleaved({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, torch.device("cpu"),
                           repeats=3, warmup=1)
@@ -109,7 +106,7 @@ def test_speed_interleaves_and_takes_medians():
 
 # --- overhead.py ------------------------------------------------------------------------------------------------
 def test_overhead(capsys):
-    import overhead
+    from benchmarks import overhead
     threads = torch.get_num_threads()
     try:
         f = overhead.main(["--repeats", "2", "--depth", "2", "--threads", "1"])
@@ -127,89 +124,94 @@ def test_overhead(capsys):
     assert abs(float(m.group(3)) - f["ratio_end_to_end"]) < 0.006 and 0 < float(m.group(4)) < 100
 
 
-# --- results_table.py -------------------------------------------------------------------------------------------
-RUNS = [  # run name, backbone spec, modality, variant, model switches, metrics
-    ("whisper-noguided", "packaged:whisper-tiny-en", "audio", "any2point", dict(guided=False), 0.50),
-    ("dinov2s", "packaged:dinov2-s14", "vision", "any2point", {}, 0.80),
-    ("dinov2s-linear", "packaged:dinov2-s14", "vision", "linear_probe", dict(adapter=False, guided=False), 0.60),
-    ("dinov2s-nope", "packaged:dinov2-s14", "vision", "any2point", dict(pe="none"), 0.70),
-    ("minilm", "packaged:minilm-l6", "language", "any2point", {}, 0.75),
-]
+# --- run records and the tables read from them -----------------------------------------------------------------
+def record(name, backbone="whisper-tiny-en", method="any2point", ablation=None, seed=0, fold=None, acc=0.5,
+           correct=None, groups=None, modality="audio", pe="2d", val=None, cps=15.0, trainable=1000, shots=None):
+    """A finished run's record as train/run.py writes it (the values made up, the fields real)."""
+    from train.record import RunRecord
+    correct = [1] * round(acc * 60) + [0] * (60 - round(acc * 60)) if correct is None else list(correct)
+    result = dict(best_epoch=4, val_acc=acc - 0.1 if val is None else val, test_acc=sum(correct) / len(correct),
+                  test_mean_class_acc=acc - 0.05, test_acc_vote=acc + 0.01, test_mean_class_acc_vote=acc - 0.04,
+                  votes=10, test_n=len(correct), epochs=50, train_seconds=150.0, clouds_per_s=cps, peak_mb=2000.0,
+                  trainable_parameters=trainable, device="cpu")
+    return RunRecord(name=name, benchmark="sh3d", backbone=backbone, method=method, ablation=ablation, seed=seed,
+                     fold=fold, shots=shots, status="done", run_config={"dataset": "sh3d", "seed": seed},
+                     result=result, entry={"modality": modality, "variant": method, "model": {"pe": pe}},
+                     test_correct=correct, test_groups=groups)
 
 
-def fake_run(runs_dir, name, spec, modality, variant, switches, acc):
-    """What train/run.py leaves in a finished run's folder: run_config.json, result.json and entry/ (written by
-    zoo.registry.save_model, here from a tiny random model instead of the real backbone)."""
-    from core import Any2Point, Any2PointConfig
-    from train.run import RunConfig, run_config_dict
-    from zoo import build_backbone
-    from zoo.registry import save_model
-    out = runs_dir / name
-    out.mkdir(parents=True)
-    cfg = RunConfig(dataset="sh3d", backbone=spec, variant=variant, model=Any2PointConfig(**switches), epochs=50,
-                    output_dir=str(out))
-    (out / "run_config.json").write_text(json.dumps(run_config_dict(cfg), indent=2))
-    backbone, info = build_backbone("scratch:2d")
-    model = Any2Point(backbone, 3, labels=["a", "b", "c"], num_tokens=8, **switches)
-    info = dict(info, spec=spec, modality=modality)
-    result = dict(best_epoch=40, val_acc=acc - 0.1, test_acc=acc, test_mean_class_acc=acc - 0.05,
-                  test_acc_vote=acc + 0.01, test_mean_class_acc_vote=acc - 0.04, votes=10, test_n=60, epochs=50,
-                  train_seconds=150.0, clouds_per_s=15.0, peak_mb=2000.0,
-                  trainable_parameters=model.num_trainable(), device="cpu")
-    save_model(model, out / "entry", name=name, info=info, variant=variant, metrics=result)
-    (out / "result.json").write_text(json.dumps(result, indent=2))
-    return model.num_trainable()
-
-
-def test_results_table_from_runs_and_readme_block(tmp_path, capsys):
-    import results_table
-    runs = tmp_path / "runs"
-    params = {r[0]: fake_run(runs, *r) for r in RUNS}
-    (runs / "unfinished").mkdir()  # a run still training: no result.json, not in the table
-    (runs / "unfinished/run_config.json").write_text("{}")
-
-    rows = results_table.rows(runs)
-    assert [r["run"] for r in rows] == ["dinov2s", "dinov2s-nope", "dinov2s-linear", "minilm", "whisper-noguided"]
-    assert results_table.describe("control-random-backbone-minilm", {"variant": "random_backbone"}) == \
-        "control: Any2Point on the same backbone with random weights (frozen)"
+def test_results_table_rows_from_records_pool_seeds_and_split_folds(tmp_path, capsys):
+    from benchmarks import results_table
+    recs = [record("whisper-noguided", ablation="no-guided", acc=0.5),
+            record("dinov2s", "dinov2-s14", modality="vision", pe="auto", acc=0.8),
+            record("dinov2s-linear", "dinov2-s14", "linear_probe", modality="vision", pe="auto", acc=0.6),
+            record("dinov2s-nope", "dinov2-s14", ablation="no-pe", modality="vision", pe="none", acc=0.7),
+            record("minilm", "minilm-l6", modality="language", pe="auto", acc=0.75)]
+    rows = results_table.rows(recs)
     md = results_table.table(rows)
     head, body = table(md, "")
-    assert head[:3] == ["backbone", "method", "test acc"] and len(body) == 5
-    assert body[0] == ["dinov2-s14 (vision)", "Any2Point", "80.0%", "81.0%", "75.0%", "70.0%",
-                       f"{params['dinov2s']:,}", "2.5", "1"]
+    assert head[:4] == ["backbone", "method", "split", "test acc"] and len(body) == 5
+    assert body[0] == ["dinov2-s14 (vision)", "Any2Point", "default", "80.0%", "81.0%", "75.0%", "70.0%", "1,000",
+                       "2.5", "1"]
     assert [r[1] for r in body] == ["Any2Point", "Any2Point ablation: no PE", "linear probe (frozen, PE on, no adapters)",
                                     "Any2Point", "Any2Point ablation: no guided adapter"]
     assert [r[0] for r in body] == ["dinov2-s14 (vision)"] * 3 + ["minilm-l6 (language)", "whisper-tiny-en (audio)"]
 
-    readme = tmp_path / "README.md"
-    before, after = "# Title\n\nIntro.\n\n", "\n\n## Next section\n\nText.\n"
-    readme.write_text(before + "<!-- results:start -->\n(no finished runs yet)\n<!-- results:end -->" + after)
-    results_table.main(["--runs-dir", str(runs), "--records", "", "--readme", str(readme)])
-    text = readme.read_text()
-    assert text == before + f"<!-- results:start -->\n{md}\n<!-- results:end -->" + after
-    results_table.main(["--runs-dir", str(runs), "--records", "", "--readme", str(readme)])  # idempotent
-    assert readme.read_text() == text
-    assert md in capsys.readouterr().out
+    # further seeds of one recipe: one row, mean ± sample standard deviation; folds of it: a row of their own
+    more = [record("dinov2s-seed1", "dinov2-s14", seed=1, modality="vision", pe="auto", acc=0.7),
+            record("dinov2s-seed2", "dinov2-s14", seed=2, modality="vision", pe="auto", acc=0.75)]
+    folds = [record(f"dinov2s-fold{k}", "dinov2-s14", fold=k, modality="vision", pe="auto", acc=0.5) for k in range(5)]
+    head, body3 = table(results_table.table(results_table.rows(recs + more + folds)), "")
+    assert len(body3) == 6 and body3[2:] == body[1:]
+    assert body3[0][:7] == ["dinov2-s14 (vision)", "Any2Point", "default", "75.0% ± 5.0", "76.0% ± 5.0",
+                            "70.0% ± 5.0", "65.0% ± 5.0"]
+    assert body3[0][-1] == "3" and body3[1][2] == "folds 0–4" and body3[1][-1] == "5"
 
-    # a second and a third seed of one recipe: one row, mean ± sample standard deviation over the seeds
-    fake_run(runs, "dinov2s-seed1", "packaged:dinov2-s14", "vision", "any2point", {}, 0.70)
-    fake_run(runs, "dinov2s-seed2", "packaged:dinov2-s14", "vision", "any2point", {}, 0.75)
-    head, body3 = table(results_table.table(results_table.rows(runs)), "")
-    assert len(body3) == 5 and body3[1:] == body[1:]
-    assert body3[0][:6] == ["dinov2-s14 (vision)", "Any2Point", "75.0% ± 5.0", "76.0% ± 5.0", "70.0% ± 5.0",
-                            "65.0% ± 5.0"]
-    assert body3[0][-1] == "3"
-    for name in ("dinov2s-seed1", "dinov2s-seed2"):
-        shutil.rmtree(runs / name)
-
-    bare = tmp_path / "BARE.md"  # no block yet: appended
-    bare.write_text("# Bare\n")
-    results_table.main(["--runs-dir", str(runs), "--records", "", "--readme", str(bare)])
-    assert bare.read_text() == f"# Bare\n\n<!-- results:start -->\n{md}\n<!-- results:end -->\n"
-
+    # a running record (the run has not ended) is no row; the command reads a folder of records
+    from train.record import RunRecord
+    running = RunRecord(name="still-training", benchmark="sh3d", backbone="minilm-l6", method="any2point")
+    folder = tmp_path / "records"
+    for r in recs + [running]:
+        r.save(folder / f"{r.name}.json")
+    results_table.main(["--records", str(folder)])
+    assert capsys.readouterr().out.strip() == md
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="no finished runs"):
-        results_table.main(["--runs-dir", str(tmp_path / "empty"), "--records", ""])
+    with pytest.raises(SystemExit, match="no finished run records"):
+        results_table.main(["--records", str(tmp_path / "empty")])
+
+
+def test_run_record_round_trip_and_bad_files(tmp_path):
+    from train.record import RecordError, RunRecord, load_records
+    r = record("a", correct=[1, 0, 1], groups=["f1", "f1", "f2"])
+    r.save(tmp_path / "a.json")
+    back = RunRecord.load(tmp_path / "a.json")
+    assert back == r and back.key == ("sh3d", "whisper-tiny-en", "any2point", None, 0, None, None)
+    assert back.groups() == ["f1", "f1", "f2"] and record("b", correct=[1, 0]).groups() == ["0", "1"]
+    # finish() keeps trivial groups out and the per-model list out of the result
+    fresh = RunRecord(name="c", benchmark="kicad33", backbone="minilm-l6", method="pointnext", shots=10)
+    fresh.finish({"test_acc": 0.5, "test_correct": [1, 0]}, {"modality": "language", "adapter": {"sha256": "ab"}},
+                 [1, 0], ["0", "1"])
+    assert fresh.done and fresh.result == {"test_acc": 0.5} and fresh.test_groups is None
+    assert fresh.entry["adapter_sha256"] == "ab" and fresh.recipe == ("kicad33", "minilm-l6", "pointnext", None, 10)
+    (tmp_path / "bad.json").write_text(json.dumps({"run": "old-format", "run_config": {}}))
+    with pytest.raises(RecordError, match="bad.json: not a run record .unknown field 'run'"):
+        load_records(tmp_path)
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(RecordError, match="a JSON object is expected"):
+        RunRecord.load(tmp_path / "bad.json")
+
+
+def test_the_committed_records_are_typed_and_complete():
+    """Every run record loads as a RunRecord, and a finished one's per-model list matches its result (a record
+    still "running" belongs to a training job in progress)."""
+    from train.record import load_records
+    folders = sorted(p for p in (ROOT / "benchmarks/results").iterdir() if p.is_dir())
+    assert folders
+    for folder in folders:
+        for r in load_records(folder):
+            assert r.benchmark and r.backbone and r.method, r.name
+            assert len(r.test_correct) == r.result["test_n"] and \
+                abs(sum(r.test_correct) / len(r.test_correct) - r.result["test_acc"]) < 1e-6, r.name
 
 
 # --- app_load.py ------------------------------------------------------------------------------------------------
@@ -237,7 +239,7 @@ FAKE_APP = """
 
 
 def load(tmp_path, *args, path=(), timeout=240):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/app_load.py"), *args], env=env(path=list(path)),
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "app-load", *args], env=env(path=list(path)),
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     return proc
 
@@ -273,20 +275,22 @@ def test_app_load_on_the_real_app(tmp_path):
 
 # --- suite.py ----------------------------------------------------------------------------------------------
 def test_sh3d_suite_plan_seeds_and_install(tmp_path, capsys, monkeypatch):
-    import suite as sh3d_suite
+    from benchmarks import suite as sh3d_suite
     plan = sh3d_suite.runs("whisper", seeds=(0, 1))
-    names = [n for n, _, _ in plan]
+    names = [r.name for r in plan]
     assert len(names) == len(set(names)) == 9 + 3 + 9
     assert names[:3] == ["any2point-vision-dinov2s-sh3d", "any2point-language-minilm-sh3d",
                          "any2point-audio-whisper-sh3d"]
     # the "other projection" ablation is the one the recipe does not use (Whisper's recipe reads its table as 2D)
     assert [sh3d_suite.recipe_pe(b) for b in ("dinov2s", "minilm", "whisper")] == ["2d", "1d", "2d"]
     assert names[9:12] == ["ablation-no-pe-whisper", "ablation-pe-1d-whisper", "ablation-no-guided-whisper"]
-    assert [n for n, _, _ in sh3d_suite.runs("minilm")][10] == "ablation-pe-2d-minilm"
-    flags = dict((n, f) for n, _, f in plan)
+    assert [r.name for r in sh3d_suite.runs("minilm")][10] == "ablation-pe-2d-minilm"
+    flags = dict((r.name, r.flags) for r in plan)
+    assert flags["ablation-no-pe-whisper"] == ["--ablation", "no-pe", "--pe", "none"]  # the record's key, as a flag
+    assert [r.name for r in plan if r.install] == names[:3]
     assert flags["any2point-vision-dinov2s-sh3d"] == [] and flags["any2point-vision-dinov2s-sh3d-seed1"] == ["--seed", "1"]
     assert flags["baseline-linear-probe-minilm-seed1"] == ["--variant", "linear_probe", "--seed", "1"]
-    controls = [(n, f) for n, _, f in sh3d_suite.runs("whisper", seeds=(0, 1), controls=("minilm",))][21:]
+    controls = [(r.name, r.flags) for r in sh3d_suite.runs("whisper", seeds=(0, 1), controls=("minilm",))][21:]
     assert controls == [("control-random-backbone-minilm", ["--variant", "random_backbone"]),
                         ("control-random-backbone-minilm-seed1", ["--variant", "random_backbone", "--seed", "1"])]
 
@@ -303,6 +307,7 @@ def test_sh3d_suite_plan_seeds_and_install(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "[done] any2point-vision-dinov2s-sh3d\n" in out and "[done] baseline-linear-probe-dinov2s\n" in out
     assert "[run] baseline-from-scratch-dinov2s:" in out and "--variant from_scratch" in out
+    assert f"--record {tmp_path}/benchmarks/results/runs/baseline-from-scratch-dinov2s.json" in out
     installed = sorted(p.name for p in (tmp_path / "zoo/checkpoints").iterdir())
     assert installed == ["any2point-vision-dinov2s-sh3d"]
     assert json.loads((tmp_path / "zoo/checkpoints/any2point-vision-dinov2s-sh3d/config.json").read_text()) == \
@@ -310,17 +315,17 @@ def test_sh3d_suite_plan_seeds_and_install(tmp_path, capsys, monkeypatch):
 
 
 # --- compare_runs.py --------------------------------------------------------------------------------------------
-def test_compare_runs_names_and_paired_bootstrap():
+def test_compare_runs_keys_from_record_fields_and_paired_bootstrap():
     import numpy as np
-    import compare_runs
-    assert compare_runs.parse_run("any2point-vision-dinov2s-sh3d") == ("dinov2s", "any2point")
-    assert compare_runs.parse_run("any2point-audio-whisper-sh3d-seed2") == ("whisper", "any2point")
-    assert compare_runs.parse_run("baseline-linear-probe-minilm-seed1") == ("minilm", "linear_probe")
-    assert compare_runs.parse_run("baseline-from-scratch-dinov2s") == ("dinov2s", "from_scratch")
-    assert compare_runs.parse_run("control-random-backbone-minilm-seed2") == ("minilm", "random_backbone")
-    assert compare_runs.parse_run("ablation-no-pe-whisper") == ("whisper", "ablation:no-pe")
-    assert compare_runs.parse_run("ablation-pointpn-cpu-whisper-fold1") == ("whisper", "ablation:pointpn-cpu")
-    assert compare_runs.parse_run("something-else") is None
+    from benchmarks import compare_runs
+    recs = [record("x", "minilm-l6"), record("y", "minilm-l6", seed=1), record("z", "minilm-l6", "linear_probe"),
+            record("w", ablation="pointpn-cpu", fold=1), record("s", "minilm-l6", "pointnext", shots=10)]
+    got = compare_runs.collect(recs)
+    assert sorted(got) == [("minilm-l6", "any2point"), ("minilm-l6", "linear_probe"),
+                           ("whisper-tiny-en", "ablation:pointpn-cpu")]
+    assert len(got[("minilm-l6", "any2point")]) == 2 and got[("whisper-tiny-en", "ablation:pointpn-cpu")][0].fold == 1
+    assert list(compare_runs.collect(recs, shots=10)) == [("minilm-l6", "pointnext")]
+    assert list(compare_runs.collect(recs, folds_only=True)) == [("whisper-tiny-en", "ablation:pointpn-cpu")]
 
     rng = np.random.default_rng(0)
     same = [rng.integers(0, 2, 60).astype(float) for _ in range(2)]
@@ -345,7 +350,7 @@ def test_paired_bootstrap_over_groups_and_pooled_folds():
     """Correlated models (one family) must widen the interval: 6 families of 10 identical outcomes carry the
     information of 6 models, not 60. Folds pool into one comparison over all their test models."""
     import numpy as np
-    import compare_runs
+    from benchmarks import compare_runs
     rng = np.random.default_rng(1)
     fam = rng.integers(0, 2, 6).astype(float)
     a, b = [np.repeat(fam, 10)], [np.repeat(1 - fam, 10)]
@@ -358,93 +363,46 @@ def test_paired_bootstrap_over_groups_and_pooled_folds():
     runs_b = [T(np.zeros(4), list("abcd"), 0), T(np.zeros(3), list("efg"), 1)]  # fold 2 missing: left out
     pa, pb, groups = compare_runs.pool(runs_a, runs_b)
     assert pa[0].tolist() == [1, 1, 1, 1, 0, 0, 0] and pb[0].sum() == 0 and groups[4] == "1:e"
-    assert compare_runs.run_fold("baseline-linear-probe-minilm-seed1-fold3") == 3
-    assert compare_runs.parse_run("any2point-audio-whisper-kicad33-fold2") == ("whisper", "any2point")
-
-
-def test_run_records_outlive_the_runs(tmp_path):
-    """A run's record (compare_runs.write_record) gives the same table row and the same per-model correctness as
-    the run's folder did, after the folder is gone."""
-    import numpy as np
-    import compare_runs
-    import results_table
-    runs, records = tmp_path / "runs", tmp_path / "records"
-    fake_run(runs, "baseline-linear-probe-minilm", "packaged:minilm-l6", "language", "linear_probe",
-             dict(adapter=False, guided=False), 0.60)
-    run = runs / "baseline-linear-probe-minilm"
-    correct = np.r_[np.ones(36), np.zeros(24)]
-    compare_runs.write_record(records, run.name, json.loads((run / "run_config.json").read_text()),
-                              json.loads((run / "result.json").read_text()),
-                              json.loads((run / "entry/config.json").read_text()), correct)
-    from_runs = results_table.rows(runs)
-    shutil.rmtree(runs)
-    runs.mkdir()
-    assert results_table.rows(runs) == [] and results_table.rows(runs, records) == from_runs
-    assert from_runs[0]["method"] == "linear probe (frozen, PE on, no adapters)" and from_runs[0]["acc"] == 0.60
-    got = compare_runs.collect(runs, records=records, shipped=False)
-    assert list(got) == [("minilm", "linear_probe")]
-    assert np.array_equal(got[("minilm", "linear_probe")][0].correct, correct)
-    assert compare_runs.collect(runs, records=None, shipped=False) == {}
-
-
-def test_a_shipped_entry_stands_in_only_where_neither_run_nor_record_is_left(tmp_path, monkeypatch):
-    """The shipped entry may have been retrained under another recipe since: a kept record of the run wins."""
-    import compare_runs
-    asked = []
-    monkeypatch.setattr(compare_runs, "shipped_run", lambda name, **kw: asked.append(name))
-    records = tmp_path / "records"
-    records.mkdir()
-    name = "any2point-audio-whisper-kicad33"
-    (records / f"{name}.json").write_text(json.dumps({"run": name}))
-    compare_runs.collect(tmp_path / "runs", records=None, benchmark="kicad33")
-    assert sorted(asked) == sorted(f"any2point-{m}-{b}-kicad33" for b, m in compare_runs.BACKBONES.items())
-    asked.clear()
-    monkeypatch.setattr(compare_runs, "parse_run", lambda name: None)  # the record's content is not the point
-    compare_runs.collect(tmp_path / "runs", records=records, benchmark="kicad33")
-    assert name not in asked and len(asked) == 2
 
 
 def test_method_ablations_plan_and_table(tmp_path):
     """Each faithful-method ablation is a recipe run plus --set flags, and its table row pairs it with that
-    backbone's recipe run: interval, verdict, and the cost columns from the records and costs.json."""
-    import numpy as np
-    import compare_runs
-    import suite
+    backbone's recipe run: interval, verdict, and the cost columns from the records and the costs record."""
+    from benchmarks import compare_runs, suite
     plan = suite.method_ablation_runs()
-    assert [n for n, _, _ in plan] == [f"ablation-{k}-{v[0]}" for k, v in suite.METHOD_ABLATIONS.items()]
-    flags = dict((n, f) for n, _, f in plan)
-    assert flags["ablation-guided-full-whisper"] == ["--set", "model.guided_mode=full"]
-    assert "ablation-views-tilted-minilm" in [n for n, _, _ in suite.runs(None, method_ablations=True)]
-    assert "ablation-official-items-whisper" not in [n for n, _, _ in suite.runs(None)]
+    assert [r.name for r in plan] == [f"ablation-{k}-{v[0]}" for k, v in suite.METHOD_ABLATIONS.items()]
+    flags = dict((r.name, r.flags) for r in plan)
+    assert flags["ablation-guided-full-whisper"] == ["--ablation", "guided-full", "--set", "model.guided_mode=full"]
+    assert "ablation-views-tilted-minilm" in [r.name for r in suite.runs(None, method_ablations=True)]
+    assert "ablation-official-items-whisper" not in [r.name for r in suite.runs(None)]
     assert suite.ablation_text("no-pe") == "no PE" and "Point-PN" in suite.ablation_text("pointpn-cpu")
-    # every ablation's flags are settings train/run.py accepts, and each lands in the run config
+    # every ablation's flags are settings train/run.py accepts, and each lands in the run config (and its record)
     from train.run import parse_args, parse_setting, resolve
-    for name, short, f in plan:
-        cfg = resolve(parse_args(["--config", str(suite.recipe("kicad33", short)), *f]))
-        for key, value in map(parse_setting, f[1::2]):
+    for r in plan:
+        cfg = resolve(parse_args(["--config", str(suite.recipe("kicad33", r.backbone)), *r.flags]))
+        assert cfg.ablation == r.flags[1]
+        for key, value in map(parse_setting, r.flags[3::2]):
             got = getattr(cfg.model, key[6:]) if key.startswith("model.") else getattr(cfg, key)
-            assert got == (tuple(value) if isinstance(value, list) else value), (name, key)
+            assert got == (tuple(value) if isinstance(value, list) else value), (r.name, key)
 
     groups = [str(i // 2) for i in range(60)]
-    base = np.r_[np.ones(30), np.zeros(30)]
-    better = np.r_[np.ones(50), np.zeros(10)]
-    T = compare_runs.Tested
-    results = {("whisper", "any2point"): [T(base, groups)], ("whisper", "ablation:guided-full"): [T(better, groups)],
-               ("whisper", "ablation:official-items"): [T(base.copy(), groups)]}
-    rec = tmp_path / "records"
-    rec.mkdir()
-    (rec / "ablation-guided-full-whisper.json").write_text(json.dumps(
-        {"result": {"trainable_parameters": 480897, "clouds_per_s": 9.5, "val_acc": 0.52}}))
-    (rec / "any2point-audio-whisper-kicad33.json").write_text(json.dumps(
-        {"result": {"trainable_parameters": 382785, "clouds_per_s": 14.7, "val_acc": 0.5}}))
-    costs = {"guided-full-whisper": {"ms_per_cloud": 41.2}, "recipe-whisper": {"ms_per_cloud": 30.0},
-             "pointpn-official-whisper": {"ms_per_cloud": 900.4, "trainable": 1234567, "train_clouds_per_s": 0.7}}
-    md = compare_runs.ablation_table(results, boot=500, costs=costs, records=rec)
+    base = [1] * 30 + [0] * 30
+    better = [1] * 50 + [0] * 10
+    recs = [record("recipe", correct=base, groups=groups, val=0.5, cps=14.7, trainable=382785),
+            record("full", ablation="guided-full", correct=better, groups=groups, val=0.52, cps=9.5,
+                   trainable=480897),
+            record("items", ablation="official-items", correct=base, groups=groups, val=0.5)]
+    recs[2].result.pop("val_acc")
+    costs = {"guided-full-whisper-tiny-en": {"ms_per_cloud": 41.2}, "recipe-whisper-tiny-en": {"ms_per_cloud": 30.0},
+             "pointpn-official-whisper-tiny-en": {"ms_per_cloud": 900.4, "trainable": 1234567,
+                                                  "train_clouds_per_s": 0.7}}
+    md = compare_runs.ablation_table(compare_runs.collect(recs), recs, boot=500, costs=costs)
     rows = {r.split(" | ")[1]: r.strip("| ").split(" | ") for r in md.splitlines()[2:] if r.startswith("| whisper")}
     full = rows[suite.ablation_text("guided-full")]
     assert full[2:6] == ["50.0% → 52.0%", "50.0%", "83.3%", "+33.3"] and full[7] == "yes: ablation ahead"
     assert full[8:] == ["480,897", "9.5", "41"]
-    assert rows[suite.ablation_text("official-items")][7] == "no" and rows[suite.ablation_text("official-items")][2] == "50.0% → —"
+    items = rows[suite.ablation_text("official-items")]
+    assert items[7] == "no" and items[2] == "50.0% → —"
     assert rows["the recipe itself"][-3:] == ["382,785", "14.7", "30"] and rows["the recipe itself"][2] == "50.0%"
     official = rows[suite.ablation_text("pointpn-official")]  # too slow to train here: its cost, no accuracy
     assert official[2] == "not trained here (cost only)" and official[-3:] == ["1,234,567", "0.70", "900"]
@@ -452,13 +410,13 @@ def test_method_ablations_plan_and_table(tmp_path):
     assert "Resolution: 95% interval half-width" in md
 
     # cross-validation: the val column is the mean over the folds' records, never the default split's record
-    folds = {("whisper", "any2point"): [T(base[:30], groups[:30], 0), T(base[30:], groups[30:], 1)],
-             ("whisper", "ablation:official-items"): [T(better[:30], groups[:30], 0), T(better[30:], groups[30:], 1)]}
-    for k, (v_recipe, v_items) in enumerate([(0.4, 0.6), (0.5, 0.8)]):
-        (rec / f"any2point-audio-whisper-sh3d-fold{k}.json").write_text(json.dumps({"result": {"val_acc": v_recipe}}))
-        (rec / f"ablation-official-items-whisper-fold{k}.json").write_text(json.dumps(
-            {"result": {"val_acc": v_items, "clouds_per_s": 10.0 + k, "trainable_parameters": 377388}}))
-    md = compare_runs.ablation_table(folds, boot=500, records=rec, folds=True)
+    folds = [record(f"r{k}", fold=k, correct=base[30 * k:30 * k + 30], groups=groups[30 * k:30 * k + 30], val=v)
+             for k, v in enumerate((0.4, 0.5))]
+    folds += [record(f"i{k}", ablation="official-items", fold=k, correct=better[30 * k:30 * k + 30],
+                     groups=groups[30 * k:30 * k + 30], val=v, cps=10.0 + k, trainable=377388)
+              for k, v in enumerate((0.6, 0.8))]
+    md = compare_runs.ablation_table(compare_runs.collect(folds + recs, folds_only=True), folds + recs, boot=500,
+                                     folds=True)
     rows = {r.split(" | ")[1]: r.strip("| ").split(" | ") for r in md.splitlines()[2:] if r.startswith("| whisper")}
     items = rows[suite.ablation_text("official-items")]
     assert items[2:6] == ["45.0% → 70.0%", "50.0%", "83.3%", "+33.3"] and items[8:10] == ["377,388", "10.5"]
@@ -466,8 +424,9 @@ def test_method_ablations_plan_and_table(tmp_path):
 
 
 def test_adapter_use_switches_each_part_off_and_back():
-    """adapter_use.off: each condition changes the logits, both off is Any2Point.bare(), and all come back on."""
-    import adapter_use
+    """Any2Point.bare(*parts) for adapter_use's conditions: each changes the logits, both off is bare(), and all
+    come back on."""
+    from benchmarks import adapter_use
     from tiny import tiny_model
     torch.manual_seed(0)
     m = tiny_model(num_points=256).eval()
@@ -480,7 +439,7 @@ def test_adapter_use_switches_each_part_off_and_back():
         on = m(x)
         outs = {}
         for label, parts in adapter_use.CONDITIONS.items():
-            with adapter_use.off(m, parts):
+            with m.bare(*parts):
                 outs[label] = m(x)
         with m.bare():
             bare = m(x)
@@ -491,7 +450,7 @@ def test_adapter_use_switches_each_part_off_and_back():
 
 
 def test_entries_table_reads_each_entry_now_and_before(monkeypatch):
-    import entries_table
+    from benchmarks import entries_table
     from zoo.registry import TASK_DEFAULTS
 
     def config(val, resample):
@@ -513,10 +472,11 @@ def test_entries_table_reads_each_entry_now_and_before(monkeypatch):
 def test_up_axis_columns_on_a_tiny_model():
     """Told the truth, a z-up cloud is the y-up one exactly; the table shows the gap of "auto" to the y-up pass."""
     import numpy as np
-    import up_axis
+    from benchmarks import up_axis
     from types import SimpleNamespace
     from tiny import tiny_model
-    m = tiny_model(num_points=256).eval()
+    from zoo.serving import ZooModel
+    m = ZooModel(tiny_model(num_points=256).eval())
     m.info = SimpleNamespace(up="y", trained=True)
     rng = np.random.default_rng(0)
     clouds = [(rng.normal(size=(256, 3)) * [1, 2, 0.5]).astype(np.float32) for _ in range(6)]
@@ -533,19 +493,23 @@ def test_up_axis_columns_on_a_tiny_model():
 
 def test_a_card_takes_the_comparison_only_of_its_own_run():
     """A shipped entry retrained under another recipe must not be given the rows of the run it replaced."""
-    import compare_runs
+    from benchmarks import compare_runs
+    from train.record import RunRecord
     shipped = {"adapter": {"sha256": "a" * 64}, "training": {"dataset": "kicad33", "epochs": 30, "points": 512,
                                                             "seed": 0}}
-    assert compare_runs.is_shipped({"entry": {"adapter_sha256": "a" * 64}}, shipped)
-    assert not compare_runs.is_shipped({"entry": {"adapter_sha256": "b" * 64}}, shipped)
-    old = {"entry": {}, "run_config": {"dataset": "kicad33", "epochs": 10, "points": 512, "seed": 0}}
-    assert not compare_runs.is_shipped(old, shipped)  # a record from before the sha: its settings decide
-    assert compare_runs.is_shipped({**old, "run_config": {**old["run_config"], "epochs": 30}}, shipped)
+    rec = lambda **kw: RunRecord(name="r", benchmark="kicad33", backbone="b", method="any2point", **kw)  # noqa: E731
+    assert compare_runs.is_shipped(rec(entry={"adapter_sha256": "a" * 64}), shipped)
+    assert not compare_runs.is_shipped(rec(entry={"adapter_sha256": "b" * 64}), shipped)
+    old = dict(entry={}, run_config={"dataset": "kicad33", "epochs": 10, "points": 512, "seed": 0})
+    assert not compare_runs.is_shipped(rec(**old), shipped)  # a record from before the sha: its settings decide
+    assert compare_runs.is_shipped(rec(entry={}, run_config={**old["run_config"], "epochs": 30}), shipped)
     # fold runs are never the shipped weights: their rows go to a card only when they trained the entry's recipe
     model = {"num_tokens": 64, "adapter_dropout": 0.1}
     entry = {"training": {k: 1 for k in compare_runs.RECIPE_KEYS} | {"votes": 10, "dataset": "sh3d"}, "model": model}
-    fold = {"run_config": {k: 1 for k in compare_runs.RECIPE_KEYS} | {"dataset": "sh3d", "fold": 2, "votes": 1},
-            "entry": {"model": dict(model)}}
-    assert compare_runs.same_recipe(fold, entry)
-    assert not compare_runs.same_recipe({**fold, "run_config": {**fold["run_config"], "epochs": 20}}, entry)
-    assert not compare_runs.same_recipe({**fold, "entry": {"model": {**model, "num_tokens": 128}}}, entry)
+    fold = dict(run_config={k: 1 for k in compare_runs.RECIPE_KEYS} | {"dataset": "sh3d", "fold": 2, "votes": 1},
+                entry={"model": dict(model)})
+    assert compare_runs.same_recipe(rec(**fold), entry)
+    assert not compare_runs.same_recipe(rec(run_config={**fold["run_config"], "epochs": 20}, entry=fold["entry"]),
+                                        entry)
+    assert not compare_runs.same_recipe(rec(run_config=fold["run_config"], entry={"model": {**model, "num_tokens": 128}}),
+                                        entry)

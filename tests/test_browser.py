@@ -3,21 +3,15 @@ page, uploads a cloud, runs the comparison and waits for the three labels, then 
 components, picks one of that task's examples, compares it with that task's entries and saves the screenshot."""
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
+from benchmarks.app_load import free_port
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason="Debian chromium is not installed (.ci/run installs it with apt)")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_upload_compare_and_screenshot(tmp_path):
@@ -60,6 +54,6 @@ def test_upload_compare_and_screenshot(tmp_path):
         assert furniture.count(" ms ·") >= 3
         assert components.count(" ms ·") >= 3 and not stale  # the furniture cards were replaced
         if os.environ.get("SAVE_SCREENSHOT"):
-            shutil.copy(shot, ROOT / "benchmarks" / "screenshot.png")
+            shutil.copy(shot, ROOT / "docs" / "screenshot.png")
     finally:
         app.demo.close()

@@ -9,7 +9,9 @@ from zoo.specs import build_backbone
 from core.points import _fps_steps, farthest_point_sample, knn, normalize
 from core.projection import (VirtualProjection, cell_ids_1d, project_1d, project_2d, rotate_views, sample_1d,
                              sample_2d, view_rotations, voxel_ids)
+from core.model import Trace
 from tests.tiny import TINY, shape_cloud, tiny_model
+from zoo.serving import ZooModel
 
 FAMILIES = list(TINY)
 
@@ -358,7 +360,7 @@ def test_projection_is_fp32_under_bf16_autocast(kind, table_shape):
 
 
 def test_predict_api():
-    m = tiny_model(labels=["a", "b", "c"])
+    m = ZooModel(tiny_model(labels=["a", "b", "c"]))
     probs = m.predict(clouds(1, 1000)[0].numpy())
     assert list(probs) and set(probs) == {"a", "b", "c"}
     assert abs(sum(probs.values()) - 1) < 1e-5
@@ -394,7 +396,7 @@ def test_learns_sphere_vs_cube():
 
 @pytest.mark.parametrize("family", ["timm-dinov2", "whisper"])
 def test_explain_shows_views_cells_and_weights(family):
-    m = tiny_model(family, labels=["a", "b", "c"])
+    m = ZooModel(tiny_model(family, labels=["a", "b", "c"]))
     x = clouds(1, 300)[0]
     e = m.explain(x)
     v, g = 6, 32
@@ -424,16 +426,16 @@ def test_post_ln_blocks_get_the_guided_update_before_their_norm():
     outs = []
     for layer in m.backbone.model.encoder.layer:
         layer.register_forward_hook(lambda mod, args, out: outs.append(out[0] if isinstance(out, tuple) else out))
-    pts, record = clouds(2, 256), []
+    pts, trace = clouds(2, 256), Trace()
     with torch.no_grad():
         m(pts)
         first = outs[0]
         for up in m.guided.up:
             up.normal_(std=1.0)  # a large update: it must land inside block 0, and not show after the norm
         outs.clear()
-        m(pts, record=record)
+        m(pts, trace)
     depth = len(m.backbone.blocks)
-    assert len(outs) == depth and len(record) == depth
+    assert len(outs) == depth and len(trace.view_weights) == depth
     assert not torch.allclose(outs[0], first, atol=1e-3)
     for out in outs:  # LayerNorm with its initial affine: zero mean, unit variance per token
         assert torch.allclose(out.mean(-1), torch.zeros(()), atol=1e-4)

@@ -11,7 +11,6 @@ visible. The test checks the run really had two processes.
 """
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,15 +21,10 @@ import pytest
 pytest.importorskip("accelerate")
 
 from tests.tiny import sphere_cube_clouds  # noqa: E402
+from benchmarks.app_load import free_port  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = {"train": 12, "val": 4, "test": 7}  # 7 = 2 processes x 4 per batch - 1: one padded repeat
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +65,11 @@ def test_two_processes_train_once_evaluate_once_and_resume(folder, tmp_path):
     assert not list(out.rglob("*.tmp"))
 
     # every test cloud once: one process re-evaluating the entry cloud by cloud finds the same accuracy
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import compare_runs
+    from train import evaluate as compare_runs
     correct, recorded = compare_runs.test_correct(out)[:2]
+    from train.record import RunRecord  # the run's record lists the same test clouds as right, in dataset order
+    record = RunRecord.load(out / "record.json")
+    assert record.done and record.test_correct == [int(v) for v in correct], record.test_correct
     assert correct.shape == (SIZES["test"],) and recorded == result["test_acc"]
     assert abs(correct.mean() - result["test_acc"]) < 1e-6
 

@@ -12,6 +12,7 @@ from core.adapter import FullGuidedAdapter
 from core.points import farthest_point_sample, gather, normalize
 from core.projection import VirtualProjection, project_1d, rotate_views
 from core.tokenizer import PNStage, PointPNTokenizer, geometry_encode
+from zoo.serving import ZooModel
 
 # a tiny tokenizer that still has every kind of layer: stage 0 doubles by concatenation (the official form),
 # stage 1 needs Point-PN's expansion layer (2 * 16 != 24), and 24 != out_dim adds the final projection
@@ -142,45 +143,6 @@ def test_pointpn_gradients_reach_every_parameter():
 
 
 # --- full-width guided adapter ---------------------------------------------------------------------------------
-def full_guided_loop(ga, x, vox, cells, block):
-    """The official structure, one sample / view / group at a time: returns the output and the view weights."""
-    b, t, c = x.shape
-    g, v, heads = t - 1, ga.num_views, ga.heads
-    hd = ga.inner // heads
-    p = x[:, 1:]
-
-    def scatter_rows(bn, members, rows, out):
-        for (i, m), r in zip(members, F.gelu(bn(torch.stack(rows)))):
-            out[i, m] = r
-
-    guide = torch.zeros(b, g, c)
-    members, rows = [], []
-    for i in range(b):
-        for label in vox[i].unique():
-            m = vox[i] == label
-            members.append((i, m))
-            rows.append(p[i, m].amax(0) + p[i, m].mean(0))
-    scatter_rows(ga.bn_3d[block], members, rows, guide)
-    views = torch.zeros(v, b, g, c)
-    for k in range(v):
-        members, rows = [], []
-        for i in range(b):
-            for label in cells[k, i].unique():
-                m = cells[k, i] == label
-                xc = p[i, m]  # (n, C): this cell's tokens only
-                q, key, val = ga.qkv[k](ga.norm[k](xc)).view(-1, 3, heads, hd).permute(1, 2, 0, 3)
-                att = torch.softmax(q @ key.transpose(-1, -2) * ga.inner**-0.5, dim=-1)
-                h = xc + ga.proj[k]((att @ val).permute(1, 0, 2).reshape(-1, ga.inner))
-                members.append((i, m))
-                rows.append(h.mean(0) + (h.amax(0) if ga.cell_max else 0))
-        scatter_rows(ga.bn_views[block][k], members, rows, views[k])
-    w = (F.cosine_similarity(views, guide.unsqueeze(0), dim=-1) + 1) / 2  # (V, B, G)
-    w = w / w.sum(0, keepdim=True)
-    out = x.clone()
-    out[:, 1:] = p + ga.scale * (w.unsqueeze(-1) * views).sum(0)
-    return out, w.permute(1, 2, 0)
-
-
 def _random_groups(b, g, v, seed=0):
     """Labels compared within one sample (and view), few groups so cells hold several tokens."""
     gen = torch.Generator().manual_seed(seed)
@@ -199,14 +161,15 @@ def test_full_guided_matches_loop(cell_max, training):
     ref_ga = copy.deepcopy(ga)  # training-mode BN updates its statistics: one copy per path
     raw = _random_groups(b, g, v)
     x = torch.randn(b, 1 + g, c)
-    record = []
-    groups = ga.prepare(dict(raw, record=record))
+    record, ref_record = [], []
+    groups = ga.prepare(raw, record=record)
+    plain = ref_ga.prepare(raw, record=ref_record, reference=True)  # the official structure, a group at a time
     with torch.no_grad():
         for block in range(depth):
             got = ga(x, groups, block)
-            ref, ref_w = full_guided_loop(ref_ga, x, raw["voxels"], raw["cells"], block)
+            ref = ref_ga(x, plain, block)
             assert (got - ref).abs().max() <= 1e-5 * ref.abs().max()
-            assert torch.allclose(record[block], ref_w, atol=1e-6) and record[block].shape == (b, g, v)
+            assert torch.allclose(record[block], ref_record[block], atol=1e-6) and record[block].shape == (b, g, v)
     assert torch.equal(got[:, 0], x[:, 0])  # the cls token passes by
     assert not torch.allclose(got, x, atol=1e-2)  # a large update from step 0
     for bn, ref_bn in zip(ga.modules(), ref_ga.modules()):
@@ -263,7 +226,7 @@ def test_full_guided_and_pointpn_swap_into_the_model():
     assert_every_param_learns(m.tokenizer)
     assert_every_param_learns(m.guided)
     m.eval()
-    info = m.explain(clouds(1, 256)[0])
+    info = ZooModel(m).explain(clouds(1, 256)[0])
     assert info["view_weights"].shape == (depth, 16, m.projection.num_views)
     assert torch.allclose(info["view_weights"].sum(-1), torch.ones(depth, 16), atol=1e-5)
 

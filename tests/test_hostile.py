@@ -6,13 +6,11 @@ declared count differs from what it holds is refused, never read as a smaller cl
 outside their folder (an audit hook watches every open). `timeout_s` / `max_memory_mb` bound a read in a worker.
 """
 import base64
-import io
 import json
 import struct
 import sys
 import time
 import tracemalloc
-import zipfile
 import zlib
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import trimesh  # noqa: F401  imported up front: its import is not a file's cost
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.hostile_alloc import npy_bytes, pcd_bytes, zip_bytes
 from zoo.files import PointCloudError, read_points
 
 MB = 2**20
@@ -49,25 +48,6 @@ def refused(path, budget_mb=200, seconds=2.0, **kw):
 
 
 # --- the corpus --------------------------------------------------------------------------------------------------
-def npy_bytes(shape, dtype="<f4", data=None):
-    """An .npy header declaring `shape`, followed by `data` (default: exactly the bytes it declares)."""
-    head = np.lib.format.header_data_from_array_1_0(np.zeros((1, 3), dtype))
-    head["shape"] = tuple(shape)
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(buf, head)
-    if data is None:
-        data = bytes(int(np.prod(shape)) * np.dtype(dtype).itemsize)
-    return buf.getvalue() + data
-
-
-def zip_bytes(members, method=zipfile.ZIP_DEFLATED):
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", method) as z:
-        for name, blob in members:
-            z.writestr(name, blob)
-    return buf.getvalue()
-
-
 def deflated_member(name, head, zeros, file_size):
     """A zip with one deflated member: `head` then `zeros` zero bytes, whose headers claim `file_size` bytes."""
     comp = zlib.compressobj(9, zlib.DEFLATED, -15)
@@ -83,11 +63,6 @@ def deflated_member(name, head, zeros, file_size):
                           0, 0, 0, 0, 0, 0) + n
     end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, 1, 1, len(central), len(local) + len(body), 0)
     return local + body + central + end
-
-
-def pcd_bytes(n, kind, body, fields="x y z", size="4 4 4", types="F F F", count="1 1 1", width=None):
-    return (f"VERSION .7\nFIELDS {fields}\nSIZE {size}\nTYPE {types}\nCOUNT {count}\nWIDTH {width or n}\nHEIGHT 1\n"
-            f"VIEWPOINT 0 0 0 1 0 0 0\nPOINTS {n}\nDATA {kind}\n").encode() + body
 
 
 def ply_bytes(fmt, vertices, body, faces=None):

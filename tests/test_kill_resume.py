@@ -39,7 +39,8 @@ def command(root, out, *extra):
 
 def environment():
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TQDM_MININTERVAL="0")
+               TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TQDM_MININTERVAL="0",
+               ANY2POINT_PROGRESS="1")  # the progress bar in the log file: the kill watches its steps
     env.pop("CUDA_VISIBLE_DEVICES", None)
     env["CUDA_VISIBLE_DEVICES"] = ""  # the same device (CPU) for all three runs: results must match exactly
     return env

@@ -1,5 +1,6 @@
 """End-to-end training on tiny files in the official formats, on CPU, into zoo entries."""
 import json
+import os
 import subprocess
 import sys
 import time
@@ -44,19 +45,6 @@ def modelnet(tmp_path):
     for split, lst in ids.items():
         (root / f"modelnet40_{split}.txt").write_text("\n".join(lst) + "\n")
     return root.parent
-
-
-@pytest.fixture
-def meshes(tmp_path):
-    import trimesh
-    root = tmp_path / "meshes"
-    for split, n in [("train", 6), ("val", 2), ("test", 2)]:
-        for cls, make in [("box", lambda i: trimesh.creation.box(extents=[1, 1 + 0.1 * i, 1])),
-                          ("ball", lambda i: trimesh.creation.icosphere(subdivisions=1, radius=1 + 0.05 * i))]:
-            (root / split / cls).mkdir(parents=True, exist_ok=True)
-            for i in range(n):
-                make(i).export(root / split / cls / f"{cls}{i}.{['obj', 'stl', 'ply'][i % 3]}")
-    return root
 
 
 def train(tmp_path, *extra, name="run"):
@@ -174,7 +162,7 @@ def test_bad_model_setting_fails_before_anything_is_built(tmp_path, model_table,
     cfg.write_text(f'dataset = "folder"\ndata_root = "{tmp_path / "nowhere"}"\n[model]\n{model_table}\n')
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, str(ROOT / "train/run.py"), "--config", str(cfg)], capture_output=True,
-                          text=True, timeout=120, cwd=tmp_path)
+                          text=True, timeout=120, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     elapsed = time.perf_counter() - t
     assert proc.returncode != 0 and proc.stderr.count("\n") == 1, proc.stderr
     assert message in proc.stderr and "nowhere" not in proc.stderr, proc.stderr
@@ -199,7 +187,8 @@ def test_baselines_and_ablations(tmp_path, meshes, variant, extra):
     if "--no-guided" in extra:
         assert not m["guided"]
     from zoo.registry import build_backbone, load_artifact
-    loaded = load_artifact(out / "entry")  # checks the backbone's fingerprint: for the control, the random weights
+    from zoo.serving import ZooModel
+    loaded = ZooModel(load_artifact(out / "entry"))  # checks the backbone's fingerprint (a control's: random)
     assert set(loaded.predict(shapes(1, 200)[0][0])) == set(config["labels"])
     if variant == "random_backbone":
         bb = config["backbone"]
@@ -245,16 +234,17 @@ def test_cosine_schedule_warms_up_then_decays():
 
 
 def test_compare_runs_reevaluates_best_and_last_checkpoints(tmp_path, meshes):
-    """benchmarks/compare_runs.py reloads a run's entry (best on val: must reproduce result.json) or its last epoch."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import compare_runs
+    """train.evaluate reloads a run's entry (best on val: must reproduce result.json) or its last epoch."""
+    from train import evaluate as compare_runs
     out, result = train(tmp_path, "--dataset", "folder", "--data-root", str(meshes), "--epochs", "3")
     best, recorded, model, groups = compare_runs.test_correct(out)
     assert model.num_trainable() == result["trainable_parameters"]
     assert best.shape == (4,) and recorded == result["test_acc"] and abs(best.mean() - recorded) < 1e-6
     assert groups == ["0", "1", "2", "3"]  # a folder dataset has no families: each test model is its own group
+    from train.record import RunRecord  # the run's record: its key as fields, the same test models right
+    rec = RunRecord.load(out / "record.json")
+    assert rec.done and (rec.benchmark, rec.method, rec.ablation, rec.seed, rec.fold) == ("folder", "any2point", None, 0, None)
+    assert rec.test_correct == [int(v) for v in best] and rec.result["test_acc"] == result["test_acc"]
     last, _, _, _ = compare_runs.test_correct(out, checkpoint="last")
     assert last.shape == (4,) and set(np.unique(last).tolist()) <= {0.0, 1.0}
     (out / "last.pt").write_bytes(b"not a checkpoint")

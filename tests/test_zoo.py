@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from zoo.serving import ZooModel
 import zoo
 from zoo.files import read_points
 from zoo.hub import EntryError
@@ -131,7 +132,7 @@ def test_cli_list_and_info():
     env = {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-m", "zoo", "list"], capture_output=True, text=True, env=env, cwd=ROOT)
     assert out.returncode == 0 and all(e.name in out.stdout for e in ENTRIES)
-    assert "recipe" in out.stdout and "python train/run.py --config train/configs/scanobjectnn_ast.toml" in out.stdout
+    assert "recipe" in out.stdout and "python -m train.run --config train/configs/scanobjectnn_ast.toml" in out.stdout
     info = subprocess.run([sys.executable, "-m", "zoo", "info", DEFAULTS["vision"]], capture_output=True, text=True,
                           env=env, cwd=ROOT)
     assert info.returncode == 0 and json.loads(info.stdout)["backbone"] == "packaged:dinov2-s14"
@@ -179,7 +180,7 @@ def test_a_recipe_is_listed_with_its_command_and_refused_by_load_model():
     for name in DEFAULTS.values():
         assert rows[name]["trained"] and not rows[name]["recipe"] and rows[name]["train_command"] is None
     ast = rows["any2point-audio-ast-scanobjectnn"]
-    assert ast["recipe"] and ast["train_command"] == "python train/run.py --config train/configs/scanobjectnn_ast.toml"
+    assert ast["recipe"] and ast["train_command"] == "python -m train.run --config train/configs/scanobjectnn_ast.toml"
     # no config file names this one: the command is built from its dataset and backbone
     clipb = rows["any2point-language-clipb-scanobjectnn"]["train_command"]
     assert "--backbone hf-text:openai/clip-vit-base-patch32" in clipb and "--dataset scanobjectnn" in clipb
@@ -187,7 +188,7 @@ def test_a_recipe_is_listed_with_its_command_and_refused_by_load_model():
         load_model("any2point-audio-ast-scanobjectnn")
     message = str(err.value)
     assert message.startswith("any2point-audio-ast-scanobjectnn is a recipe, not a trained model: train it with "
-                              "python train/run.py --config train/configs/scanobjectnn_ast.toml")
+                              "python -m train.run --config train/configs/scanobjectnn_ast.toml")
     assert "\n" not in message
 
 
@@ -199,7 +200,7 @@ def test_a_recipe_whose_backbone_is_here_still_is_not_a_model(monkeypatch):
     monkeypatch.setitem(registry.BY_NAME, recipe.name, recipe)
     monkeypatch.setattr(registry, "ENTRIES", [*registry.ENTRIES, recipe])
     row = {r["name"]: r for r in registry.list_models()}[recipe.name]
-    assert row["available"] and row["recipe"] and "train it with python train/run.py" in row["reason"]
+    assert row["available"] and row["recipe"] and "train it with python -m train.run" in row["reason"]
     with pytest.raises(ModelUnavailable, match="recipe-minilm is a recipe, not a trained model"):
         load_model(recipe.name)
     m = load_model(recipe.name, allow_untrained=True)
@@ -245,11 +246,11 @@ def test_upright_prior_prefers_an_object_standing_on_its_base():
 
 
 def test_an_entrys_up_prior_decides_what_auto_keeps_when_the_model_cannot_tell():
-    """The prior's weight comes from the entry (components lie flat: negative), else core.model.AUTO_PRIOR."""
+    """The prior's weight comes from the entry (components lie flat: negative), else zoo.serving.AUTO_PRIOR."""
     from types import SimpleNamespace
     from core.points import reorient, upright_prior
     from tiny import tiny_model
-    m = tiny_model(num_points=256).eval()
+    m = ZooModel(tiny_model(num_points=256).eval())
     g = np.random.default_rng(2)
     tall = (g.normal(size=(256, 3)) * [0.3, 2.0, 0.3]).astype(np.float32)  # a post: tall and narrow read y up
     readings = {u: upright_prior(torch.as_tensor(reorient(tall, u))[None]).item() for u in ("y", "z")}
@@ -258,12 +259,12 @@ def test_an_entrys_up_prior_decides_what_auto_keeps_when_the_model_cannot_tell()
         m.info = SimpleNamespace(up="y", trained=True, up_prior=weight)
         assert m.detect_up(tall) == expect
     m.info = SimpleNamespace(up="y", trained=True)  # none declared: the default weight
-    import core.model
-    saved, core.model.AUTO_PRIOR = core.model.AUTO_PRIOR, 1e4
+    import zoo.serving
+    saved, zoo.serving.AUTO_PRIOR = zoo.serving.AUTO_PRIOR, 1e4
     try:
         assert m.detect_up(tall) == standing
     finally:
-        core.model.AUTO_PRIOR = saved
+        zoo.serving.AUTO_PRIOR = saved
 
 
 def test_kicad33_entries_carry_the_components_up_prior():
@@ -290,11 +291,11 @@ def test_up_z_on_a_z_up_cloud_is_the_y_up_prediction_exactly(bunny):
     assert m.predict(z_up) != m.predict(bunny)  # read as y up it is another cloud
     assert np.array_equal(m.embed(z_up, up="z"), m.embed(bunny))
     both = m.predict_batch([bunny, z_up], up="auto", with_up=True)
-    import core.model
+    import zoo.serving
     from core.points import quarter_turn
     for (probs, up), cloud in zip(both, (bunny, z_up)):
         # the kept orientation's prediction, averaged over the quarter turns it was scored under
-        turns = [m.predict(quarter_turn(reorient(cloud, up), k)) for k in range(core.model.AUTO_TURNS)]
+        turns = [m.predict(quarter_turn(reorient(cloud, up), k)) for k in range(zoo.serving.AUTO_TURNS)]
         mean = {c: sum(t[c] for t in turns) / len(turns) for c in m.labels}
         assert up in ("y", "z") and probs == pytest.approx(mean, abs=1e-5)
         assert m.detect_up(cloud) == up
@@ -304,7 +305,7 @@ def test_an_entry_trained_z_up_gets_y_up_clouds_turned():
     from types import SimpleNamespace
     from core.points import reorient
     from tiny import tiny_model
-    m = tiny_model(num_points=256)
+    m = ZooModel(tiny_model(num_points=256))
     m.info = SimpleNamespace(up="z", trained=True)
     p = np.random.default_rng(1).normal(size=(200, 3)).astype(np.float32) * [1, 3, 0.3]
     assert m.predict(p, up="y") == m.predict(reorient(p, "y", to="z"))  # its own convention: no rotation
@@ -313,7 +314,7 @@ def test_an_entry_trained_z_up_gets_y_up_clouds_turned():
 # --- embeddings and batches ----------------------------------------------------------------------------------------
 def test_embed_is_what_the_head_sees_deterministic_order_invariant_and_discriminative():
     from tiny import shape_cloud, tiny_model
-    m = tiny_model(num_points=256)
+    m = ZooModel(tiny_model(num_points=256))
     g = torch.Generator().manual_seed(0)
     sphere, cube = shape_cloud("sphere", 200, g), shape_cloud("cube", 200, g)
     e = m.embed(sphere)
@@ -327,7 +328,7 @@ def test_embed_is_what_the_head_sees_deterministic_order_invariant_and_discrimin
 
 def test_predict_batch_equals_predict_cloud_by_cloud():
     from tiny import tiny_model
-    m = tiny_model(num_points=256)
+    m = ZooModel(tiny_model(num_points=256))
     rng = np.random.default_rng(2)
     clouds = [rng.normal(size=(n, 3)).astype(np.float32) for n in (300, 256, 100, 400, 100)]
     batch = m.predict_batch(clouds, batch_size=2, top_k=2)
@@ -340,9 +341,9 @@ def test_predict_batch_equals_predict_cloud_by_cloud():
 
 # --- threads on a busy machine -------------------------------------------------------------------------------------
 def test_thread_policy_small_forwards_use_one_thread_and_restore(monkeypatch):
-    import core.model
+    import zoo.serving
     from tiny import tiny_model
-    m = tiny_model(num_points=256)
+    m = ZooModel(tiny_model(num_points=256))
     seen = []
     m.tokenizer.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))  # every forward's start
     cloud = np.random.default_rng(0).normal(size=(256, 3)).astype(np.float32)
@@ -354,13 +355,13 @@ def test_thread_policy_small_forwards_use_one_thread_and_restore(monkeypatch):
         m.embed(cloud)
         m.predict_batch([cloud] * 3)
         assert seen == [1, 1, 1] and torch.get_num_threads() == 3
-        monkeypatch.setattr(core.model, "SMALL_FORWARD", 512)  # a batch above the threshold: torch's own count
+        monkeypatch.setattr(zoo.serving, "SMALL_FORWARD", 512)  # a batch above the threshold: torch's own count
         m.predict_batch([cloud] * 3)
         assert seen[-1] == 3
-        monkeypatch.setattr(core.model, "INFERENCE_THREADS", 2)  # the module-level setting pins every size
+        monkeypatch.setattr(zoo.serving, "INFERENCE_THREADS", 2)  # the module-level setting pins every size
         m.predict(cloud)
         assert seen[-1] == 2 and torch.get_num_threads() == 3
-        monkeypatch.setattr(core.model, "INFERENCE_THREADS", None)
+        monkeypatch.setattr(zoo.serving, "INFERENCE_THREADS", None)
         monkeypatch.setenv("ANY2POINT_TORCH_THREADS", "2")
         m.predict(cloud)
         assert seen[-1] == 2 and torch.get_num_threads() == 3
@@ -382,10 +383,10 @@ def test_thread_policy_small_forwards_use_one_thread_and_restore(monkeypatch):
 def test_every_task_ships_one_trained_entry_per_modality_with_its_dataset_classes(task):
     """The app's tasks: each has a trained default per modality, whose labels are exactly its dataset loader's
     classes, and whose card states the up axis and the training data's licence (share-alike for kicad33)."""
-    import importlib
-    from zoo.registry import CHECKPOINTS, DATASET_LOADERS, TASK_DEFAULTS, TASKS, get_entry
+    from train.data import TABLE
+    from zoo.registry import CHECKPOINTS, TASK_DEFAULTS, TASKS, get_entry
     assert task in TASKS and set(TASK_DEFAULTS[task]) == {"vision", "language", "audio"}
-    classes = importlib.import_module(DATASET_LOADERS[task]).CLASSES
+    classes = TABLE[task].classes
     assert {r["name"] for r in zoo.list_models(task=task) if r["default"]} == set(TASK_DEFAULTS[task].values())
     for modality, name in TASK_DEFAULTS[task].items():
         entry = get_entry(name)

@@ -17,7 +17,10 @@ def augment(points, generator=None, *, scale=(0.9, 1.1), rotate=True, jitter=0.0
         a = rand(b) * 2 * math.pi
         c, s, z, o = a.cos(), a.sin(), torch.zeros_like(a), torch.ones_like(a)
         rot = torch.stack([c, z, s, z, o, z, -s, z, c], dim=-1).reshape(b, 3, 3)
-        out = out @ rot.transpose(1, 2)
+        # in the points' precision whatever the autocast: the trainer augments inside it, and a bf16 matmul would
+        # round every training cloud to 3 digits (the geometry encoding's beta = 100 turns that into phase noise)
+        with torch.autocast(dev.type, enabled=False):
+            out = out @ rot.transpose(1, 2).to(out.dtype)
     if jitter:
         out = out + (torch.randn(out.shape, generator=generator).to(dev) * jitter).clamp(-5 * jitter, 5 * jitter)
     return out

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def collate(batch):
 
 @torch.no_grad()
 def evaluate(model, loader, accelerator, num_classes, votes=1, resample_to=None):
-    """-> dict(acc, mean_class_acc, n) over the whole loader (gathered across processes)."""
+    """-> dict(acc, mean_class_acc, n, correct) over the whole loader (gathered across processes); correct: 0/1 per
+    cloud in the loader's order."""
     model.eval()
     preds, targets = [], []
     for pts, y in loader:
@@ -62,7 +64,13 @@ def evaluate(model, loader, accelerator, num_classes, votes=1, resample_to=None)
     p, t = torch.cat(preds), torch.cat(targets)
     per_class = [(p[t == c] == c).float().mean().item() for c in range(num_classes) if (t == c).any()]
     return dict(acc=(p == t).float().mean().item(), mean_class_acc=sum(per_class) / max(1, len(per_class)),
-                n=int(t.numel()))
+                n=int(t.numel()), correct=(p == t).int().tolist())
+
+
+def show_bar():
+    """A progress bar only on a terminal: a log file gets the one line per epoch (ANY2POINT_PROGRESS=1 forces the
+    bar, e.g. for a test that watches the steps of an epoch in a log)."""
+    return sys.stderr.isatty() or os.environ.get("ANY2POINT_PROGRESS") == "1"
 
 
 def peak_memory_mb(device):
@@ -73,13 +81,15 @@ def peak_memory_mb(device):
 
 def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, warmup_epochs=10,
         grad_clip=10.0, seed=0, votes=10, resume=False, limit_batches=None, accelerator=None, log_every=0,
-        decay_all=True, resample_to=None, rotate=True):
+        decay_all=True, resample_to=None, rotate=True, max_steps=None):
     """Train `model` (an Any2Point) on datasets {"train", "val", "test"}; returns the result dict.
 
     decay_all=False is the official recipe: no weight decay on biases, norm weights and the cls token / position
     (every trainable tensor of fewer than 2 dims). resample_to=n: the datasets give larger clouds, and every
     training step takes a fresh subset of n (augment.resample), val and test an FPS n. rotate: the training
-    augmentation's random rotation about the up axis.
+    augmentation's random rotation about the up axis. max_steps=N: stop after N optimiser steps in all (counted across
+    epochs and resumes; the epoch in which it stops still validates and checkpoints, test still runs once): a cap for
+    smoke and timing runs, the learning-rate schedule stays the one of `epochs`.
 
     out_dir receives last.pt (resume checkpoint), best.pt (best-on-val trainable state), log.csv, tb/ and result.json.
     """
@@ -101,7 +111,9 @@ def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, 
         steps_per_epoch = min(steps_per_epoch, limit_batches)
     scheduler = cosine_with_warmup(optimizer, warmup_epochs * steps_per_epoch, epochs * steps_per_epoch)
 
-    state = dict(epoch=0, best_val=-1.0, best_epoch=-1, history=[])
+    if max_steps is not None and max_steps < 1:
+        raise TrainError(f"max_steps must be at least 1, got {max_steps}")
+    state = dict(epoch=0, best_val=-1.0, best_epoch=-1, history=[], steps=0)
     if resume and ckpt_path.exists():
         try:
             ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -117,6 +129,7 @@ def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, 
         scheduler.load_state_dict(ck["scheduler"])
         torch.set_rng_state(ck["rng"])
         state = ck["state"]
+        state.setdefault("steps", 0)  # checkpoints written before the step count existed
         acc.print(f"resumed from {ckpt_path} after epoch {state['epoch']}")
     elif resume:
         acc.print(f"--resume: no checkpoint in {out}, starting fresh")
@@ -144,14 +157,16 @@ def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, 
                           "clouds_per_s", "peak_mb"])
 
     for epoch in range(state["epoch"], epochs):
+        if max_steps and state["steps"] >= max_steps:
+            break
         model.train()
         g_aug = torch.Generator().manual_seed(seed * 1000 + epoch + 7)
         t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
         batches = acc.prepare(loader("train", True, epoch))
         bar = tqdm(batches, total=min(len(batches), steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}",
-                   disable=not acc.is_local_main_process, leave=False)
+                   disable=not acc.is_local_main_process or not show_bar(), leave=False)
         for step, (pts, y) in enumerate(bar):
-            if step >= steps_per_epoch:
+            if step >= steps_per_epoch or max_steps and state["steps"] >= max_steps:
                 break
             if resample_to:
                 pts = resample(pts, resample_to, g_aug)
@@ -164,6 +179,7 @@ def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, 
                 acc.clip_grad_norm_(params, grad_clip)
             optimizer.step()
             scheduler.step()
+            state["steps"] += 1
             seen += y.numel()
             loss_sum += loss.item() * y.numel()
             correct += (logits.argmax(-1) == y).sum().item()
@@ -213,12 +229,13 @@ def fit(model, datasets, *, out_dir, epochs, batch_size, lr, weight_decay=0.05, 
                   clouds_per_s=sum(h["clouds_per_s"] for h in hist) / max(1, len(hist)),
                   peak_mb=max((h["peak_mb"] for h in hist), default=0.0),
                   trainable_parameters=raw.num_trainable(), device=str(acc.device),
-                  processes=acc.num_processes)  # test_n counts clouds once whatever the processes
+                  processes=acc.num_processes,  # test_n counts clouds once whatever the processes
+                  steps=state["steps"], max_steps=max_steps)  # steps: optimiser steps per process
     if acc.is_main_process:
         (out / "result.json").write_text(json.dumps(result, indent=2))
         if writer:
             writer.close()
-    return result
+    return dict(result, test_correct=test["correct"])  # per test cloud, for the run's record (not result.json)
 
 
 def _atomic_save(obj, path):

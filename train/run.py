@@ -1,39 +1,40 @@
 """Train Any2Point on a point-cloud dataset and export a zoo entry (adapter-only artifact + model card).
 
-    python train/run.py --config train/configs/sh3d_dinov2s.toml
-    python train/run.py --dataset folder --data-root my_meshes/ --backbone packaged:minilm-l6 --epochs 30
-    accelerate launch train/run.py --config train/configs/scanobjectnn_dinov2b.toml   # one or many GPUs
+    python -m train.run --config train/configs/sh3d_dinov2s.toml
+    python -m train.run --dataset folder --data-root my_meshes/ --backbone packaged:minilm-l6 --epochs 30
+    accelerate launch -m train.run --config train/configs/scanobjectnn_dinov2b.toml   # one or many GPUs
 
+(`python train/run.py ...` works too once the project is installed: `pip install -e .`.)
 Flags override the config file; the config file overrides the defaults below. A run writes into --output-dir:
-last.pt (resume with --resume), best.pt, log.csv, tb/ (TensorBoard), result.json, and entry/ (the zoo entry).
+last.pt (resume with --resume), best.pt, log.csv, tb/ (TensorBoard), result.json, entry/ (the zoo entry) and its run
+record (train/record.py; --record puts it elsewhere, e.g. benchmarks/results/<campaign>/), written when the run
+starts and completed at the end.
 """
 import argparse
 import dataclasses
 import json
 import os
-import sys
 import tomllib
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python train/run.py` from anywhere
+import torch
 
-import torch  # noqa: E402
+from core.config import PRESETS, Any2PointConfig, ConfigError, check_keys, check_value, type_hints
 
-from core.config import PRESETS, Any2PointConfig, ConfigError, check_value, type_hints  # noqa: E402
-
-VARIANTS = tuple(PRESETS)
+BASELINES_3D = ("pointnext",)  # 3D-native networks trained whole, from scratch (zoo/pointnext.py), not presets
+VARIANTS = (*PRESETS, *BASELINES_3D)
 
 
 @dataclasses.dataclass
 class RunConfig:
-    dataset: str = "sh3d"  # scanobjectnn | modelnet40 | folder | sh3d | kicad33
+    dataset: str = "sh3d"  # a row of train.data.TABLE: sh3d | kicad33 | scanobjectnn | modelnet40 | folder | ...
     data_root: str = "data/sh3d"
     fold: int | None = None  # sh3d / kicad33: cross-validation round k (test fold k, val fold k+1); None: default split
     variant_data: str = "PB_T50_RS"  # ScanObjectNN variant, or ModelNet40 format (auto | resampled | hdf5)
     points: int = 1024
     backbone: str = "packaged:dinov2-s14"
     revision: str | None = None
-    variant: str = "any2point"  # a key of core.config.PRESETS: any2point | linear_probe | from_scratch | ...
+    variant: str = "any2point"  # a key of core.config.PRESETS (any2point | linear_probe | ...) or pointnext
     model: Any2PointConfig = dataclasses.field(default_factory=Any2PointConfig)  # the [model] table
     epochs: int = 300
     batch_size: int = 32
@@ -45,8 +46,11 @@ class RunConfig:
     warmup_epochs: int = 10
     grad_clip: float = 10.0
     seed: int = 0
+    shots: int | None = None  # low-data runs: k training models per class, distinct families, drawn by seed
+    ablation: str | None = None  # what this run changes from its recipe (a label for its record; the suite sets it)
     votes: int = 10
     limit_batches: int | None = None
+    max_steps: int | None = None  # stop after this many optimiser steps (smoke and timing runs; schedule unchanged)
     mixed_precision: str = "auto"  # auto (bf16 on GPU, off on CPU) | no | fp16 | bf16
     output_dir: str = "runs/sh3d-dinov2s"
     name: str | None = None  # zoo entry name; default from output dir
@@ -70,10 +74,7 @@ def load_config(path):
 
 def check_run_config(raw, *, where="config"):
     """{key: value} -> the same, every key known and every value of its type; [model] -> Any2PointConfig."""
-    fields = [f.name for f in dataclasses.fields(RunConfig)]
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} (known: {', '.join(fields)})")
+    check_keys(raw, [f.name for f in dataclasses.fields(RunConfig)])
     hints, out = type_hints(RunConfig), {}
     for key, value in raw.items():
         if key == "model":
@@ -81,18 +82,22 @@ def check_run_config(raw, *, where="config"):
                 Any2PointConfig.from_dict(value, where="[model]")
         else:
             out[key] = check_value(key, value, hints[key])
-    if out.get("variant", "any2point") not in PRESETS:
-        raise ConfigError(f"variant must be one of {', '.join(PRESETS)}, got {out['variant']!r}")
+    if out.get("variant", "any2point") not in VARIANTS:
+        raise ConfigError(f"variant must be one of {', '.join(VARIANTS)}, got {out['variant']!r}")
+    if out.get("shots") is not None and out["shots"] < 1:
+        raise ConfigError(f"shots must be at least 1, got {out['shots']}")
+    if out.get("max_steps") is not None and out["max_steps"] < 1:
+        raise ConfigError(f"max_steps must be at least 1, got {out['max_steps']}")
     return out
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python train/run.py", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m train.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="TOML recipe (train/configs/*.toml); flags below override it")
-    p.add_argument("--dataset", choices=["scanobjectnn", "modelnet40", "folder", "sh3d", "kicad33"],
-                   help="dataset kind (default sh3d: the offline SweetHome3D benchmark; kicad33: the offline "
-                   "electronic-component benchmark, python -m train.data.kicad)")
+    from train.data import TABLE
+    p.add_argument("--dataset", choices=list(TABLE), help="dataset kind (default sh3d); " +
+                   "; ".join(f"{name}: {spec.help}" for name, spec in TABLE.items()))
     p.add_argument("--fold", type=int, help="sh3d / kicad33: 5-fold cross-validation round 0..4 (test = fold k, "
                    "val = fold k+1, train = the rest); default: the benchmark's fixed split")
     p.add_argument("--data-root", help="dataset folder (ScanObjectNN: containing main_split/; ModelNet40: containing "
@@ -102,7 +107,11 @@ def parse_args(argv=None):
     p.add_argument("--backbone", help="backbone spec: packaged:dinov2-s14 | packaged:minilm-l6 | "
                    "packaged:whisper-tiny-en | timm:<name> | hf-text:<repo> | hf-audio:<repo>")
     p.add_argument("--revision", help="40-hex Hub commit of the backbone (Hub specs)")
-    p.add_argument("--variant", choices=VARIANTS, help="; ".join(f"{k}: {v.help}" for k, v in PRESETS.items()))
+    p.add_argument("--variant", choices=VARIANTS, help="; ".join(f"{k}: {v.help}" for k, v in PRESETS.items()) +
+                   "; pointnext: PointNeXt-S from torch-pointcloud, the 3D-native baseline, trained whole from scratch "
+                   "(its standard input: 1,024 points, xyz + height)")
+    p.add_argument("--shots", type=int, help="low-data runs: keep k training models per class, each from a different "
+                   "family (kicad33) where the class has k, drawn by --seed; val and test stay whole")
     p.add_argument("--pe", choices=["auto", "none", "1d", "2d"], help="ablation: positional embedding projection")
     p.add_argument("--no-guided", action="store_true", help="ablation: turn the any-to-3D guided adapter off")
     p.add_argument("--epochs", type=int, help="number of epochs (paper: 300)")
@@ -112,10 +121,16 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, help="seed for init, data order and augmentation")
     p.add_argument("--votes", type=int, help="test-time voting passes (1 = off; paper: 10)")
     p.add_argument("--limit-batches", type=int, help="at most this many batches per epoch (quick runs)")
+    p.add_argument("--max-steps", type=int, help="stop after this many optimiser steps in all, then select on val, "
+                   "test once and write the result and the entry as usual (smoke and timing runs; the learning-rate "
+                   "schedule stays the one of --epochs)")
     p.add_argument("--mixed-precision", choices=["auto", "no", "fp16", "bf16"])
     p.add_argument("--output-dir", help="where checkpoints, logs and the entry go")
     p.add_argument("--name", help="zoo entry name (default: the output dir's name)")
     p.add_argument("--resume", action="store_true", help="continue from --output-dir/last.pt")
+    p.add_argument("--ablation", help="label the run's record with the ablation it is (what it changes from its "
+                   "recipe; benchmarks.suite's keys)")
+    p.add_argument("--record", help="where the run's record goes (default: --output-dir/record.json)")
     p.add_argument("--push-to-hub", metavar="REPO", help="push the entry to this Hub repo at the end")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
                    help="override any recipe key (model settings as model.KEY) with a TOML value, a bare word being a "
@@ -140,8 +155,8 @@ def resolve(args):
     """Defaults < the config file < flags -> a checked RunConfig (nothing is built yet)."""
     cfg = load_config(args.config) if args.config else {}
     for key in ("dataset", "data_root", "fold", "variant_data", "backbone", "revision", "variant", "epochs",
-                "batch_size", "lr", "points", "seed", "votes", "limit_batches", "mixed_precision", "output_dir", "name",
-                "push_to_hub"):
+                "batch_size", "lr", "points", "seed", "shots", "votes", "limit_batches", "max_steps", "mixed_precision",
+                "output_dir", "name", "push_to_hub", "ablation"):
         value = getattr(args, key, None)
         if value is not None:
             cfg[key] = value
@@ -170,29 +185,21 @@ def run_config_dict(cfg):
     return {**dataclasses.asdict(cfg), "model": cfg.model.to_dict()}
 
 
-FOLDED = ("sh3d", "kicad33")  # the built benchmarks: a default split and 5 cross-validation folds
-
-
 def build_datasets(cfg):
     """-> {"train", "val", "test"} datasets and the class names. Datasets without a val split get one carved
     deterministically (10% of train, fixed seed) so test never selects a checkpoint."""
     from train.augment import RESAMPLE_FROM
-    from train.data import DATASETS, DatasetError
-    cls = DATASETS[cfg.dataset]
-    root = cfg.data_root
+    from train.data import DatasetError, dataset_spec
+    try:
+        spec, _ = dataset_spec(cfg.dataset)
+    except KeyError as err:
+        raise SystemExit(f"error: {err.args[0]}")
     points = RESAMPLE_FROM if cfg.resample else cfg.points  # resampling runs load the whole cloud
     try:
-        if cfg.dataset == "scanobjectnn":
-            make = lambda split: cls(root, split, variant=cfg.variant_data, num_points=points)  # noqa: E731
-        elif cfg.dataset == "modelnet40":
-            fmt = cfg.variant_data if cfg.variant_data in ("auto", "resampled", "hdf5") else "auto"
-            make = lambda split: cls(root, split, num_points=points, format=fmt)  # noqa: E731
-        elif cfg.dataset in FOLDED:
-            make = lambda split: cls(root, split, num_points=points, fold=cfg.fold)  # noqa: E731
-        else:
-            make = lambda split: cls(root, split, num_points=points)  # noqa: E731
+        def make(split):
+            return spec.load(cfg.data_root, split, num_points=points, fold=cfg.fold, variant=cfg.variant_data)
         train, test = make("train"), make("test")
-        val = make("val") if cfg.dataset in ("folder", *FOLDED) else None
+        val = make("val") if spec.val == "split" else None
     except (DatasetError, ValueError) as err:
         raise SystemExit(f"error: {err}")
     if val is None:
@@ -206,11 +213,18 @@ def build_datasets(cfg):
 
 def build_model(cfg, labels):
     """-> (Any2Point, backbone info). Baselines and controls are presets (core.config.PRESETS) over the recipe."""
+    if cfg.variant == "pointnext":
+        from zoo.pointnext import ARCHS, PointNeXt
+        torch.manual_seed(cfg.seed)
+        info = dict(spec=f"torch-pointcloud:{ARCHS[0]}", revision=None, sha256=None, modality="3d",
+                    compared_with=cfg.backbone)
+        return PointNeXt(len(labels), labels=labels, arch=ARCHS[0]), info
     from core import Any2Point
     from zoo import build_backbone
     preset = PRESETS[cfg.variant]
     config = preset.apply(cfg.model.replace(num_points=cfg.points))
-    backbone, info = build_backbone(cfg.backbone, cfg.revision)
+    # the controls replace the weights anyway: build the architecture only (no download, works offline)
+    backbone, info = build_backbone(cfg.backbone, cfg.revision, pretrained=preset.backbone == "pretrained")
     if preset.backbone == "scratch":  # a small random transformer of the same positional kind, trained whole
         spec = f"scratch:{backbone.pos_kind}"
         modality, backbone = backbone.modality, build_backbone(spec)[0]
@@ -232,18 +246,21 @@ def export_entry(cfg, model, info, result, datasets, out_dir):
                     limit_batches=cfg.limit_batches, device=result["device"],
                     train_seconds=round(result["train_seconds"], 1), clouds_per_s=round(result["clouds_per_s"], 2),
                     peak_mb=round(result["peak_mb"]), sizes={k: len(v) for k, v in datasets.items()})
-    if cfg.dataset in ("scanobjectnn", "modelnet40"):
+    from train.data import dataset_spec
+    spec = dataset_spec(cfg.dataset)[0]
+    if spec.variant_kw:
         training["variant_data"] = cfg.variant_data
     if cfg.fold is not None:
         training["fold"] = cfg.fold
+    if cfg.max_steps is not None:  # a capped run: say how far it got
+        training.update(max_steps=cfg.max_steps, steps=result["steps"])
     metrics = {k: result[k] for k in ("test_acc", "test_mean_class_acc", "test_acc_vote",
                                       "test_mean_class_acc_vote", "val_acc", "best_epoch")}
     extra = {}
-    loader = sys.modules.get(type(next(iter(datasets.values()))).__module__)
-    if getattr(loader, "DATA_LICENCE", None):
-        extra["data_licence"] = loader.DATA_LICENCE
-    if getattr(loader, "WEIGHTS_LICENSE", None):
-        extra["license"] = loader.WEIGHTS_LICENSE
+    if spec.data_licence:
+        extra["data_licence"] = spec.data_licence
+    if spec.weights_license:
+        extra["license"] = spec.weights_license
     if info.get("random_init") is not None:
         extra["description"] = (f"A control run, not a model to use: Any2Point on the architecture of "
                                 f"`{info['spec']}` with random weights (seed {info['random_init']}), frozen.")
@@ -255,9 +272,13 @@ def export_entry(cfg, model, info, result, datasets, out_dir):
                 key = (who, row.get("licence") or row.get("license") or "not stated")
                 credits[key] = credits.get(key, 0) + 1
         extra["attribution"] = [f"{n} model{'s' * (n > 1)} by {c} ({lic})" for (c, lic), n in sorted(credits.items())]
+    if cfg.variant == "pointnext":
+        from zoo.pointnext import save_pointnext
+        return save_pointnext(model, Path(out_dir) / "entry", name=cfg.name or Path(cfg.output_dir).name,
+                              training=training, metrics=metrics, card_extra=extra)
     return save_model(model, Path(out_dir) / "entry", name=cfg.name or Path(cfg.output_dir).name, info=info,
                       variant=cfg.variant, training=training, metrics=metrics, card_extra=extra,
-                      up_prior=getattr(loader, "UP_PRIOR", None))
+                      up_prior=spec.up_prior)
 
 
 def main(argv=None):
@@ -273,8 +294,15 @@ def main(argv=None):
     acc = Accelerator(mixed_precision=mp)
     set_seed(cfg.seed)
     datasets, labels = build_datasets(cfg)
+    if cfg.shots:
+        from train.data.built import few_shot
+        try:
+            datasets["train"] = few_shot(datasets["train"], cfg.shots, cfg.seed)
+        except AttributeError:
+            raise SystemExit(f"error: --shots needs a built benchmark (sh3d, kicad33), not {cfg.dataset}")
     acc.print(f"{cfg.dataset}: {', '.join(f'{k} {len(v)}' for k, v in datasets.items())} clouds, "
-              f"{len(labels)} classes; backbone {cfg.backbone} ({cfg.variant})")
+              f"{len(labels)} classes; " + ("PointNeXt-S from scratch" if cfg.variant == "pointnext" else
+                                            f"backbone {cfg.backbone} ({cfg.variant})"))
     model, info = build_model(cfg, labels)
     acc.print(f"trainable parameters {model.num_trainable():,} of {model.num_trainable() + model.num_backbone():,}"
               if cfg.variant != "from_scratch" else f"trainable parameters {model.num_trainable():,}")
@@ -284,16 +312,24 @@ def main(argv=None):
                          "--output-dir")
     out.mkdir(parents=True, exist_ok=True)
     (out / "run_config.json").write_text(json.dumps(run_config_dict(cfg), indent=2))
+    from train.record import start_record
+    record = start_record(cfg, cfg.name or out.name)
+    record_path = Path(args.record) if args.record else out / "record.json"
+    if acc.is_main_process:
+        record.save(record_path)
     try:
         result = fit(model, datasets, out_dir=out, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                      weight_decay=cfg.weight_decay, warmup_epochs=min(cfg.warmup_epochs, max(0, cfg.epochs - 1)),
                      grad_clip=cfg.grad_clip, seed=cfg.seed, votes=cfg.votes, resume=args.resume,
-                     limit_batches=cfg.limit_batches, accelerator=acc, decay_all=cfg.decay_all,
+                     limit_batches=cfg.limit_batches, max_steps=cfg.max_steps, accelerator=acc, decay_all=cfg.decay_all,
                      resample_to=cfg.points if cfg.resample else None, rotate=cfg.rotate)
     except TrainError as err:
         raise SystemExit(f"error: {err}")
     if acc.is_main_process:
         entry = export_entry(cfg, acc.unwrap_model(model), info, result, datasets, out)
+        test = datasets["test"]
+        record.finish(result, json.loads((entry / "config.json").read_text()), result["test_correct"],
+                      getattr(test, "groups", None)).save(record_path)
         acc.print(f"test acc {result['test_acc']:.4f} (voting {result['test_acc_vote']:.4f}), mean class acc "
                   f"{result['test_mean_class_acc']:.4f}; entry written to {entry}")
         if cfg.push_to_hub:

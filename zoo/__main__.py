@@ -56,8 +56,11 @@ def main(argv=None):
     ex = sub.add_parser("export", help="export an entry as ONNX and check it with onnxruntime",
                         description="Export the whole model (normalisation, FPS + kNN tokenizer, projection, adapted "
                         "backbone, head) as ONNX: input `points` float32 (B, N, 3) with dynamic B and N "
-                        "(N >= the entry's num_tokens), output `logits` (B, K). Labels, up axis and num_points go "
-                        "into the file's metadata. onnxruntime's logits are checked against torch's.")
+                        "(N >= the entry's num_tokens), output `logits` (B, K). Labels, up axis, num_points and the "
+                        "input contract go into the file's metadata: a cloud above num_points is subsampled before "
+                        "the graph, as core.points.canonical_sample does (sort the rows by x, y, z; farthest point "
+                        "sampling from the point farthest from the centroid), so logits do not depend on the order "
+                        "of the points. onnxruntime's logits are checked against torch's.")
     ex.add_argument("name", help="zoo entry or entry folder")
     ex.add_argument("--onnx", required=True, metavar="OUT", help="the .onnx file to write")
     ex.add_argument("--atol", type=float, default=1e-4, help="largest accepted |onnxruntime - torch| logit")
@@ -145,8 +148,6 @@ def read(path):
         return read_points(path, num_points=2048), None
     except PointCloudError as err:
         return None, str(err)
-    except OSError as err:
-        return None, f"Could not read '{path}': {err.strerror or err}."
 
 
 def classify(model, clouds, up, top_k):
@@ -276,6 +277,12 @@ def _onnx_symbolics():
 OPSET = 17
 
 
+INPUT_CONTRACT = ("one cloud per batch row, in the model's up axis; a cloud above num_points is first reduced to "
+                  "num_points by core.points.canonical_sample (rows sorted by x, then y, then z; farthest point "
+                  "sampling from the point farthest from the centroid, ties to the first in that order), which makes "
+                  "the logits independent of the order of the points")
+
+
 def export_onnx(model, path, *, atol=1e-4, seed=0):
     """model -> ONNX file at `path` (input `points` (B, N, 3) float32, dynamic B and N >= num_tokens; output
     `logits` (B, K)), then checked: onnxruntime's logits on seeded clouds of two batch sizes and two sizes must be
@@ -288,7 +295,8 @@ def export_onnx(model, path, *, atol=1e-4, seed=0):
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
+    from zoo.serving import ZooModel
+    model = getattr(model, "module", model).eval()  # the nn.Module is what torch exports
     n = model.num_points
     example = torch.as_tensor(np.random.default_rng(seed).normal(size=(2, n, 3)), dtype=torch.float32)
     symbolics = _onnx_symbolics()
@@ -304,7 +312,7 @@ def export_onnx(model, path, *, atol=1e-4, seed=0):
         for op in symbolics:
             unregister_custom_op_symbolic(op, OPSET)
     proto = onnx.load(str(path))
-    meta = dict(labels=json.dumps(model.labels), up=model.up, num_points=str(n),
+    meta = dict(labels=json.dumps(model.labels), up=ZooModel(model).up, num_points=str(n), input_contract=INPUT_CONTRACT,
                 name=model.info.name if model.info else "", source="Any2Point zoo (python -m zoo export)")
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)

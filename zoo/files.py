@@ -17,7 +17,14 @@ import io
 import json
 import os
 import re
+import select
+import signal
+import socket
 import struct
+import subprocess
+import sys
+import threading
+import time
 import urllib.parse
 import warnings
 import zipfile
@@ -53,15 +60,22 @@ def read_points(path, *, num_points: int = 2048, seed: int = 0, max_points: int 
 
     max_bytes bounds the file, and what an .npz member or a compressed PCD decompresses to; max_elements the points a
     cloud may declare or hold; max_mesh_elements the vertices, and the faces, of a mesh (glTF instances included:
-    trimesh spends ~300 bytes on each). Clouds above max_points are downsampled. With timeout_s and/or max_memory_mb
-    the read runs in a worker process that is stopped at the deadline and cannot allocate more than max_memory_mb
-    MiB beyond what it has mapped at the start (its imports).
+    trimesh spends ~300 bytes on each). Clouds above max_points are downsampled (stable_subset: the same points for
+    every order of the file's rows). With timeout_s and/or max_memory_mb the read runs in a worker process that is
+    stopped at the deadline and cannot allocate more than max_memory_mb MiB beyond what it has mapped at the start
+    (its imports).
     """
     kw = dict(num_points=num_points, seed=seed, max_points=max_points, max_bytes=max_bytes,
               max_elements=max_elements, max_mesh_elements=max_mesh_elements)
     if timeout_s is not None or max_memory_mb is not None:
         return _read_isolated(Path(path).absolute(), kw, timeout_s, max_memory_mb)  # the worker has its own cwd
-    path = Path(path)
+    try:
+        return _read(Path(path), **kw)
+    except OSError as e:  # unreadable: permissions, a folder, a file gone meanwhile
+        raise PointCloudError(f"Could not read '{Path(path).name}': {e.strerror or e}.") from e
+
+
+def _read(path, *, num_points, seed, max_points, max_bytes, max_elements, max_mesh_elements):
     name, ext = path.name, path.suffix.lower()
     if not path.is_file():
         raise PointCloudError(f"File not found: '{path}'; check the path and try again.")
@@ -86,7 +100,7 @@ def read_points(path, *, num_points: int = 2048, seed: int = 0, max_points: int 
             pts = _read_pcd(path.read_bytes(), lim)
         else:
             pts = _read_text(path.read_bytes(), lim)
-    except PointCloudError:
+    except (PointCloudError, OSError):
         raise
     except MemoryError as e:  # only under a memory cap (the app's worker): the checks above bound the rest
         raise PointCloudError(f"'{name}' needs more memory to read than this server allows; downsample or simplify "
@@ -94,7 +108,7 @@ def read_points(path, *, num_points: int = 2048, seed: int = 0, max_points: int 
     except Exception as e:  # trimesh/numpy/struct internals: their messages mean nothing to a user
         raise PointCloudError(f"Could not parse '{name}' as {ext[1:].upper()}; the file is corrupt or not in "
                               "that format.") from e
-    return _check(pts, name, max_points, seed)
+    return _check(pts, name, max_points)
 
 
 def _shape_error(name, shape):
@@ -102,7 +116,7 @@ def _shape_error(name, shape):
                            "(extra columns are ignored, the first three are x, y, z).")
 
 
-def _check(pts, name, max_points, seed) -> np.ndarray:
+def _check(pts, name, max_points) -> np.ndarray:
     pts = np.asarray(pts)
     if pts.ndim != 2 or pts.shape[1] < 3:
         raise _shape_error(name, pts.shape)
@@ -116,9 +130,24 @@ def _check(pts, name, max_points, seed) -> np.ndarray:
     if np.ptp(pts, axis=0).max() == 0:
         raise PointCloudError(f"'{name}' is degenerate: all {len(pts)} points are identical (zero extent).")
     if len(pts) > max_points:
-        keep = np.sort(np.random.default_rng(seed).choice(len(pts), max_points, replace=False))
-        pts = pts[keep]
+        pts = stable_subset(pts, max_points)
     return np.ascontiguousarray(pts, dtype=np.float32)
+
+
+def stable_subset(points, n):
+    """(N, 3) float32 -> n of its rows, picked by a hash of their coordinates: spread like a random sample, yet the
+    same rows in the same order whatever order the file lists them in (the rows with the n smallest hashes)."""
+    pts = np.ascontiguousarray(points, dtype=np.float32)
+    if len(pts) <= n:
+        return pts
+    bits = (pts + np.float32(0)).view(np.uint32).astype(np.uint64)  # + 0: -0.0 and 0.0 hash alike
+    h = bits[:, 0] * np.uint64(0x9E3779B97F4A7C15) ^ bits[:, 1] * np.uint64(0xC2B2AE3D27D4EB4F) \
+        ^ bits[:, 2] * np.uint64(0x165667B19E3779F9)
+    h ^= h >> np.uint64(31)  # a splitmix64-style finish: every input bit reaches the low bits the sort compares
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    h ^= h >> np.uint64(29)
+    keep = np.argpartition(h, n - 1)[:n]
+    return pts[keep[np.argsort(h[keep], kind="stable")]]
 
 
 def _too_many(lim, n, what="points", key="max_elements", verb="declares"):
@@ -910,70 +939,187 @@ def _external_buffer(uri, folder: Path, budget, lim):
 
 
 # --- a read with a deadline and a memory cap ---------------------------------------------------------------------
-_CONTEXT = None
+# Each such read runs in a child forked from a reader server: a small process started once per parent (`python -c`
+# importing only this module, numpy and trimesh), single-threaded, so a fork of it is safe and costs milliseconds.
+# Not multiprocessing: its children import the parent's main module before anything else, and for the app that is
+# gradio and the whole UI, seconds per upload. Per read, the server hands the request to a reader it forked ahead,
+# kills it at the deadline and reports how it ended; the reader sends its answer straight to the caller. Answers are length-prefixed frames, the
+# points as raw float32, never pickles: the reader has parsed a stranger's file. Linux: the server waits on pidfds.
+_SERVER, _SERVER_LOCK = None, threading.Lock()
+_FRAME = struct.Struct("<Q")
 
 
-def _context():
-    """forkserver: workers fork from a clean single-threaded server that has imported this module once (a fork of a
-    threaded web server is unsafe, spawning a fresh interpreter per upload costs seconds)."""
-    global _CONTEXT
-    if _CONTEXT is None:
-        import multiprocessing as mp
-        if "forkserver" in mp.get_all_start_methods():
-            _CONTEXT = mp.get_context("forkserver")
-            _CONTEXT.set_forkserver_preload(["zoo.files", "trimesh"])  # not '__main__': that could be the app
-        else:
-            _CONTEXT = mp.get_context("spawn")
-    return _CONTEXT
+def _server():
+    """(process, request socket) of this process's reader server, started on first use (again if it died)."""
+    global _SERVER
+    with _SERVER_LOCK:
+        if _SERVER is None or _SERVER[0].poll() is not None:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            root = str(Path(__file__).resolve().parents[1])
+            env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",  # no threads: forks stay safe
+                       PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+            proc = subprocess.Popen([sys.executable, "-c", "import sys; from zoo.files import _serve; "
+                                     "_serve(int(sys.argv[1]))", str(theirs.fileno())],
+                                    pass_fds=[theirs.fileno()], env=env, stdin=subprocess.DEVNULL)
+            theirs.close()
+            _SERVER = (proc, ours)
+        return _SERVER
 
 
-def _worker(conn, path, kw, max_memory_mb):
-    if max_memory_mb is not None:
+def _serve(fd):
+    """The reader server's loop. A spare reader is forked ahead of each request (the fork is off the upload's
+    path); each request (JSON + the caller's end of an answer socket) goes to it. The loop kills readers at their
+    deadline and, once one has ended, sends how it ended on its answer socket (the caller has stopped listening if
+    the reader answered first)."""
+    sock = socket.socket(fileno=fd)
+    try:
+        import trimesh  # noqa: F401  imported once here: every read forks with it loaded
+    except ImportError:
+        pass
+    readers = {}  # pidfd -> [pid, deadline or None, answer socket, timed out]
+    spare = _spare(sock)
+    while True:
+        deadlines = [r[1] for r in readers.values() if r[1] is not None and not r[3]]
+        wait = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+        ready = select.select([sock, *readers], [], [], wait)[0]
+        for pidfd, r in readers.items():
+            if r[1] is not None and not r[3] and time.monotonic() >= r[1]:
+                os.kill(r[0], signal.SIGKILL)
+                r[3] = True
+        for pidfd in [f for f in ready if f in readers]:
+            pid, _, conn, timed_out = readers.pop(pidfd)
+            code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            _send(conn, b"S" + json.dumps(dict(timed_out=timed_out, code=code)).encode())
+            conn.close()
+            os.close(pidfd)
+        if sock not in ready:
+            continue
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 1)
+        except OSError:
+            return
+        if not msg:  # the parent has gone
+            return
+        while True:
+            pid, pidfd, job = spare
+            try:
+                socket.send_fds(job, [msg], fds)
+                break
+            except OSError:  # the spare died waiting (killed from outside): reap it, fork another
+                os.waitpid(pid, 0)
+                os.close(pidfd)
+                spare = _spare(sock)
+            finally:
+                job.close()
+        req, conn = json.loads(msg), socket.socket(fileno=fds[0])
+        deadline = None if req["timeout_s"] is None else time.monotonic() + req["timeout_s"]
+        readers[pidfd] = [pid, deadline, conn, False]
+        spare = _spare(sock)
+
+
+def _spare(sock):
+    """Fork a reader that waits for its one request -> (pid, pidfd, the socket its request goes to)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            sock.close()
+            ours.close()
+            msg, fds, _, _ = socket.recv_fds(theirs, 1 << 16, 1)
+            if msg:
+                _read_and_answer(socket.socket(fileno=fds[0]), json.loads(msg))
+        finally:
+            os._exit(0)
+    theirs.close()
+    return pid, os.pidfd_open(pid), ours
+
+
+def _read_and_answer(conn, req):
+    if req["max_memory_mb"] is not None:
         import resource
         with open("/proc/self/statm") as f:  # what this process already maps (the imports) is not the file's
             mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-        cap = mapped + int(max_memory_mb * 2**20)
+        cap = mapped + int(req["max_memory_mb"] * 2**20)
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     try:
-        conn.send((True, read_points(path, **kw)))
+        pts = read_points(req["path"], **req["kw"])
+        answer = b"P" + pts.astype("<f4").tobytes()
     except PointCloudError as e:
-        conn.send((False, str(e)))
-    except OSError as e:  # unreadable file: the same line the app gives for one
-        conn.send((False, f"Could not read '{Path(path).name}': {e.strerror or e}."))
-    except MemoryError:  # outside read_points' own handler (sending the result, say)
-        conn.send((False, f"'{Path(path).name}' needs more than {max_memory_mb:g} MiB of memory to read; downsample "
-                          "or simplify it first."))
-    finally:
-        conn.close()
+        answer = b"E" + str(e).encode()
+    except MemoryError:  # outside read_points' own handler
+        answer = (f"E'{Path(req['path']).name}' needs more than {req['max_memory_mb']:g} MiB of memory to read; "
+                  "downsample or simplify it first.").encode()
+    _send(conn, answer)
+
+
+def _send(conn, payload):
+    try:
+        conn.sendall(_FRAME.pack(len(payload)) + payload)
+    except OSError:  # the caller gave up (its own deadline) and closed its end
+        pass
+
+
+def _recv_exact(conn, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = conn.recv(min(n - len(buf), 1 << 20))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
 
 
 def _read_isolated(path: Path, kw, timeout_s, max_memory_mb):
-    ctx = _context()
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(send, str(path), kw, max_memory_mb), daemon=True)
-    proc.start()
-    send.close()
-    answered = False
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    req = json.dumps(dict(path=str(path), kw=kw, timeout_s=timeout_s, max_memory_mb=max_memory_mb)).encode()
     try:
-        if not recv.poll(timeout_s):
-            raise PointCloudError(f"'{path.name}' took more than {timeout_s:g} s to read; downsample or simplify it "
-                                  "first.")
-        ok, value = recv.recv()
-        answered = True
-    except EOFError:  # the worker died without a word: killed by the OS, out of memory
-        raise PointCloudError(f"'{path.name}' could not be read within the server's memory limit"
-                              f"{f' ({max_memory_mb:g} MiB)' if max_memory_mb else ''}; downsample or simplify it "
-                              "first.") from None
+        for attempt in (0, 1):  # a server that has died meanwhile is started again, once
+            try:
+                socket.send_fds(_server()[1], [req], [theirs.fileno()])
+                break
+            except OSError:
+                if attempt:
+                    raise PointCloudError(f"'{path.name}' could not be read: the reader process could not be "
+                                          "started.") from None
+                proc = _server()[0]
+                proc.kill()
+                proc.wait(10)
+        theirs.close()
+        ours.settimeout(None if timeout_s is None else timeout_s + 30)  # the server keeps the deadline
+        try:
+            payload = _recv_exact(ours, _recv_size(ours))
+        except (EOFError, TimeoutError, OSError):
+            raise PointCloudError(f"'{path.name}' could not be read: the reader process stopped without an "
+                                  "answer.") from None
     finally:
-        recv.close()
-        if answered:
-            proc.join(5)  # it exits right after answering
-        if proc.is_alive():
-            proc.kill()  # past the deadline, or stuck: nothing of it is waited for
-        proc.join()
-    if not ok:
-        raise PointCloudError(value)
-    return value
+        ours.close()
+        if theirs.fileno() >= 0:
+            theirs.close()
+    if payload[:1] == b"P":
+        return np.frombuffer(payload, dtype="<f4", offset=1).reshape(-1, 3).astype(np.float32)
+    if payload[:1] == b"E":
+        raise PointCloudError(payload[1:].decode())
+    raise PointCloudError(_ended(path.name, json.loads(payload[1:]), timeout_s, max_memory_mb))
+
+
+def _recv_size(conn):
+    return _FRAME.unpack(_recv_exact(conn, _FRAME.size))[0]
+
+
+def _ended(name, status, timeout_s, max_memory_mb):
+    """The sentence for a reader that ended without an answer: what happened to it."""
+    if status["timed_out"]:
+        return f"'{name}' took more than {timeout_s:g} s to read; downsample or simplify it first."
+    code = status["code"]
+    if code >= 0:
+        return f"'{name}' could not be read: the reader exited with status {code} without an answer."
+    sig = signal.Signals(-code)
+    if sig == signal.SIGKILL:  # not the deadline: the system's out-of-memory killer, or an operator
+        limit = f" ({max_memory_mb:g} MiB)" if max_memory_mb else ""
+        return (f"'{name}' could not be read: the reader was killed (SIGKILL), most likely by the system for lack of "
+                f"memory{limit}; downsample or simplify it first.")
+    return (f"'{name}' could not be read: the reader crashed ({sig.name}, {signal.strsignal(sig).lower()}); the file "
+            "may be corrupt or not in its format.")
 
 
 def write_points(path, points) -> Path:

@@ -3,7 +3,6 @@
 An entry names a backbone (spec + pinned revision) and, once trained, an adapter-only artifact (a folder under
 zoo/checkpoints/ or a Hub repo at a 40-hex commit). Adding an entry = adding one `Entry(...)` to ENTRIES.
 """
-import importlib
 import json
 import threading
 import tomllib
@@ -13,16 +12,14 @@ from pathlib import Path
 import torch
 
 from core import Any2Point, Any2PointConfig
+# the datasets' table (names, class lists, training flags): a light module, no loader is imported until a recipe
+# needs its class list, so serving trained entries never imports a dataset loader or the trainer
+from train.data import dataset_spec
 from zoo import specs
+from zoo.serving import ZooModel
 from zoo.specs import build_backbone
 
 CHECKPOINTS = Path(__file__).parent / "checkpoints"
-# an entry's dataset -> the loader module whose CLASSES is that dataset's class list (the one place it is written).
-# Only recipes (untrained entries) need it, so serving trained entries never imports the trainer.
-DATASET_LOADERS = {"sh3d": "train.data.sh3d", "kicad33": "train.data.kicad",
-                   "scanobjectnn-pb-t50-rs": "train.data.scanobjectnn"}
-# a recipe without a config file in train/configs/ is trained from flags: an entry's dataset -> train/run.py's flags
-DATASET_FLAGS = {"sh3d": "--dataset sh3d", "kicad33": "--dataset kicad33", "scanobjectnn-pb-t50-rs": "--dataset scanobjectnn --variant-data PB_T50_RS"}
 TRAIN_CONFIGS = Path(__file__).resolve().parents[1] / "train" / "configs"
 
 
@@ -34,7 +31,7 @@ class Entry:
     backbone_revision: str | None = None  # 40-hex Hub commit for Hub backbones
     artifact: str | None = None  # folder name under zoo/checkpoints/, or a Hub repo id
     artifact_revision: str | None = None  # 40-hex commit when `artifact` is a Hub repo
-    dataset: str = ""  # a key of DATASET_LOADERS: its loader's CLASSES are the labels of a recipe
+    dataset: str = ""  # a row of train.data.TABLE (or one of its `entries` names): a recipe's labels, its flags
     model: Any2PointConfig = field(default_factory=Any2PointConfig)  # the recipe while no artifact exists yet
     license: str = "mit"
     description: str = ""
@@ -105,7 +102,7 @@ class ModelInfo:
 
     @property
     def up_prior(self):
-        """The upright prior's weight for up="auto" (config.json "up_prior"), or None for core.model.AUTO_PRIOR."""
+        """The upright prior's weight for up="auto" (config.json "up_prior"), or None for zoo.serving.AUTO_PRIOR."""
         return (self.artifact or {}).get("up_prior")
 
     @property
@@ -123,7 +120,7 @@ def entry_labels(entry):
     folder = _local_artifact(entry)
     if folder:
         return tuple(json.loads((folder / "config.json").read_text())["labels"])
-    return tuple(importlib.import_module(DATASET_LOADERS[entry.dataset]).CLASSES)
+    return dataset_spec(entry.dataset)[0].classes
 
 
 def get_entry(name):
@@ -153,10 +150,10 @@ def train_command(entry):
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):  # a broken recipe is run.py's to report
             continue
         if name == entry.name:
-            return f"python train/run.py --config train/configs/{path.name}"
+            return f"python -m train.run --config train/configs/{path.name}"
     revision = f" --revision {entry.backbone_revision}" if entry.backbone_revision else ""
-    return (f"python train/run.py {DATASET_FLAGS.get(entry.dataset, '--dataset ' + entry.dataset)} "
-            f"--backbone {entry.backbone}{revision} --name {entry.name}")
+    spec, variant = dataset_spec(entry.dataset)
+    return f"python -m train.run {spec.flags(variant)} --backbone {entry.backbone}{revision} --name {entry.name}"
 
 
 def status(entry):
@@ -193,9 +190,10 @@ _CACHE, _LOCK = {}, threading.Lock()
 
 
 def load_model(name, device=None, *, allow_untrained=False):
-    """A zoo entry (by name, or an entry folder's path) as an eval-mode Any2Point on `device` (CPU by default);
-    cached after the first load. An untrained entry is a recipe: ModelUnavailable, unless allow_untrained=True
-    (a freshly initialised model, to train or to test the plumbing; its predictions mean nothing)."""
+    """A zoo entry (by name, or an entry folder's path) as a zoo.serving.ZooModel around an eval-mode Any2Point on
+    `device` (CPU by default); cached after the first load. An untrained entry is a recipe: ModelUnavailable,
+    unless allow_untrained=True (a freshly initialised model, to train or to test the plumbing; its predictions
+    mean nothing)."""
     device = torch.device(device or "cpu")
     if str(name) in BY_NAME and not allow_untrained and not is_trained(BY_NAME[str(name)]):
         raise ModelUnavailable(f"{name} is a recipe, not a trained model: train it with "
@@ -204,9 +202,9 @@ def load_model(name, device=None, *, allow_untrained=False):
     with _LOCK:
         if key not in _CACHE:
             if str(name) not in BY_NAME and Path(name).is_dir():
-                _CACHE[key] = load_artifact(name, device=device)
+                _CACHE[key] = ZooModel(load_artifact(name, device=device))
             else:
-                _CACHE[key] = _load(get_entry(name)).to(device).eval()
+                _CACHE[key] = ZooModel(_load(get_entry(name)).to(device).eval())
         return _CACHE[key]
 
 

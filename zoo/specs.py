@@ -50,7 +50,9 @@ def availability(spec: str, revision: str | None = None) -> tuple[bool, str]:
 
 
 def build_module(spec: str, revision: str | None = None, *, pretrained: bool = True, **kwargs):
-    """Spec -> (library nn.Module, info or None). kwargs go to the library (timm.create_model, config overrides)."""
+    """Spec -> (library nn.Module, info or None). kwargs go to the library (timm.create_model, config overrides).
+    pretrained=False: the architecture with random weights, nothing downloaded for timm names and the ARCHITECTURES
+    repos (the random-backbone control, the GPU check); packaged backbones still load their local weights."""
     scheme, name = parse(spec)
     return SCHEMES[scheme].build(name, revision, pretrained, **kwargs)
 
@@ -68,14 +70,31 @@ def build_backbone(spec: str, revision: str | None = None, *, pretrained: bool =
 # --- the schemes ---------------------------------------------------------------------------------------------
 def _timm(name, revision, pretrained, **kwargs):
     import timm
-    if revision:  # pinned: the Hub repo at a commit
+    if revision and pretrained:  # pinned: the Hub repo at a commit
         return timm.create_model(f"hf-hub:timm/{name}@{revision}", pretrained=True, num_classes=0, **kwargs), None
     return timm.create_model(name, pretrained=pretrained, num_classes=0, **kwargs), None
 
 
+# The architectures of the paper recipes' Hub backbones, written out (sizes as in each repo's config.json), so that
+# pretrained=False builds them with random weights where the Hub is unreachable (a GPU check on an offline machine).
+ARCHITECTURES = {
+    "openai/clip-vit-large-patch14": lambda t: t.CLIPConfig(projection_dim=768, text_config=dict(
+        vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+        max_position_embeddings=77, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=768,
+        bos_token_id=0, eos_token_id=2, pad_token_id=1)),
+    "MIT/ast-finetuned-audioset-10-10-0.4593": lambda t: t.ASTConfig(
+        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, hidden_act="gelu",
+        layer_norm_eps=1e-12, patch_size=16, qkv_bias=True, frequency_stride=10, time_stride=10, max_length=1024,
+        num_mel_bins=128),
+}
+
+
 def _transformers(repo, revision, pretrained, **kwargs):
     import transformers
-    config = transformers.AutoConfig.from_pretrained(repo, revision=revision)
+    if not pretrained and repo in ARCHITECTURES:
+        config = ARCHITECTURES[repo](transformers)
+    else:
+        config = transformers.AutoConfig.from_pretrained(repo, revision=revision)
     for key, value in kwargs.items():
         setattr(config, key, value)
     if config.model_type == "clip":  # the text tower only
@@ -85,13 +104,15 @@ def _transformers(repo, revision, pretrained, **kwargs):
     else:
         cls = transformers.AutoModel
     if not pretrained:
-        return (cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)), None
+        # AutoModel picks the class from the config (its from_config); a concrete class builds itself
+        return (cls.from_config(config) if cls is transformers.AutoModel else cls._from_config(config)), None
     return cls.from_pretrained(repo, revision=revision, config=config), None
 
 
 def _packaged(name, revision, pretrained, **kwargs):
     from zoo.sources import load_packaged
-    if kwargs or not pretrained:
+    # its weights are local, so pretrained=False (random weights wanted, nothing to download) loads them too
+    if kwargs:
         raise ValueError(f"packaged:{name} is a fixed pretrained backbone; it takes no build options")
     return load_packaged(name)
 

@@ -1,6 +1,6 @@
 """Rewrite tests/data/entry_logits.json: the shipped entries' logits on the example clouds, one thread.
 
-    python tests/data/entry_logits.py [NAME ...]      # default: every trained entry of zoo/checkpoints
+    python -m tests.data.entry_logits [NAME ...]      # from the repository root; default: every trained entry
 
 Run it only when an entry is retrained (a new model, so new reference logits), never to make a failing
 test_committed_entries_keep_their_logits pass: that test exists to catch code changes that move shipped models.
@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
 OUT = ROOT / "tests" / "data" / "entry_logits.json"
 
 

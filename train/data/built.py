@@ -43,3 +43,27 @@ def require_build(root, outputs, hint):
     if not (root / "build.json").is_file() or not all((root / f).is_file() for f in outputs):
         raise DatasetError(f"No {hint[0]} build in {root}; run: python -m {hint[1]} --out {root}")
     return root
+
+
+def few_shot(ds, k, seed):
+    """A copy of BuiltDataset `ds` cut to k models per class, each from a different bootstrap group (kicad33: a
+    family) while the class has groups left, then from its remaining models; seeded, so a (k, seed) pair is one draw.
+    A class with fewer than k models keeps them all."""
+    if k < 1:
+        raise ValueError(f"shots must be at least 1, got {k}")
+    rng = np.random.default_rng(seed)
+    keep = []
+    for c in sorted(set(int(t) for t in ds.targets)):
+        members = [i for i in range(len(ds)) if ds.targets[i] == c]
+        by_group = {}
+        for i in rng.permutation(members).tolist():
+            by_group.setdefault(ds.groups[i], []).append(i)
+        firsts = [g[0] for g in by_group.values()]  # one random model of each group, groups in random order
+        rest = [i for g in by_group.values() for i in g[1:]]
+        keep += (firsts + rest)[:k]
+    keep.sort()
+    out = object.__new__(type(ds))
+    out.__dict__.update(ds.__dict__)
+    out.points, out.targets = ds.points[keep], ds.targets[keep]
+    out.manifest, out.groups = [ds.manifest[i] for i in keep], [ds.groups[i] for i in keep]
+    return out

@@ -1,0 +1,206 @@
+"""The low-data curve: accuracy against k training models per class, one line per method, interval bands.
+
+    python -m benchmarks low-data ncm [--benchmark kicad33] [--entries NAME ...]   # training-free records
+    python -m benchmarks low-data plot                                            # the PNG, from the records
+
+Draws: `train.data.built.few_shot` (k models per class from distinct families, seeded), the same function and seeds
+`train/run.py --shots k --seed s` uses, so every method of a (k, seed) pair sees the same training models. kicad33:
+k in {5, 10, 20, 50}, 3 draws for k <= 20, tested on the whole default test split; SweetHome3D: k in {5, 10}, one
+draw per cross-validation fold, each fold's test models.
+
+`ncm` is the training-free method: each shipped entry's `embed()` (the pooled features its head sees), L2-normalised,
+a class mean over the k drawn models, the nearest mean by cosine. An entry trained on the same benchmark saw every
+training label of it (ablation "own-task-entry": an upper reference, not a low-data result); an entry trained on the
+other benchmark never saw this task ("other-task-entry"). Each draw writes one run record
+(benchmarks/results/low-data/), read like every other record; the plot and the table render from them.
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RECORDS = ROOT / "benchmarks" / "results" / "low-data"
+SHOTS = {"kicad33": {5: 3, 10: 3, 20: 3, 50: 1}, "sh3d": {5: 1, 10: 1}}  # k -> draws (seeds); sh3d: per fold
+DATA = {"kicad33": "data/kicad33", "sh3d": "data/sh3d"}
+FOLDS = {"kicad33": [None], "sh3d": [0, 1, 2, 3, 4]}
+
+
+def ncm_correct(train_x, train_y, test_x, test_y):
+    """Nearest class mean by cosine: (n, D) features, labels -> per test model 1 if right, 0 if not."""
+    def unit(v):
+        return v / np.linalg.norm(v, axis=1, keepdims=True).clip(1e-12)
+    tx = unit(train_x)
+    classes = np.unique(train_y)
+    means = unit(np.stack([tx[train_y == c].mean(0) for c in classes]))
+    pred = classes[(unit(test_x) @ means.T).argmax(1)]
+    return (pred == test_y).astype(int)
+
+
+def ncm_records(benchmark, entries, data_root=None):
+    """Embed each split once per entry, then one NCM record per (entry, k, draw, fold)."""
+    from tqdm.auto import tqdm
+
+    from train.data import DATASETS
+    from train.data.built import few_shot
+    from train.record import RunRecord
+    from zoo import load_model
+    from zoo.registry import get_entry
+    from zoo.specs import short_name
+    root = data_root or ROOT / DATA[benchmark]
+    written = []
+    for name in entries:
+        entry = get_entry(name)
+        own = entry.dataset == benchmark
+        if own and FOLDS[benchmark] != [None]:
+            # the entry trained on the default split, whose training models are other folds' test models
+            print(f"skipped {name}: trained on {benchmark}'s default split, which holds the folds' test models")
+            continue
+        model = load_model(name)
+        for fold in FOLDS[benchmark]:
+            train = DATASETS[benchmark](root, "train", fold=fold)
+            test = DATASETS[benchmark](root, "test", fold=fold)
+            feats = {}
+            for split, ds in (("train", train), ("test", test)):
+                feats[split] = np.stack([model.embed(ds.points[i]) for i in
+                                         tqdm(range(len(ds)), desc=f"{name} {split}", leave=False)])
+            index = {r["name"]: i for i, r in enumerate(train.manifest)}
+            for k, draws in SHOTS[benchmark].items():
+                for seed in range(draws):
+                    few = few_shot(train, k, seed if fold is None else fold)
+                    pick = [index[r["name"]] for r in few.manifest]
+                    correct = ncm_correct(feats["train"][pick], np.asarray(few.targets), feats["test"],
+                                          np.asarray(test.targets))
+                    rec = RunRecord(name=f"ncm-{name}-k{k}-seed{seed}" + (f"-fold{fold}" if fold is not None else ""),
+                                    benchmark=benchmark, backbone=short_name(entry.backbone), method="ncm", ablation="own-task-entry" if own else "other-task-entry",
+                                    seed=seed if fold is None else fold, fold=fold, shots=k,
+                                    run_config=dict(entry=name, data_root=str(data_root or DATA[benchmark])))
+                    rec.finish(dict(test_acc=float(correct.mean()), test_n=len(correct)),
+                               dict(modality=None, variant="ncm", model=None), correct, test.groups)
+                    written.append(rec.save(RECORDS / f"{rec.name}.json"))
+                    print(f"{rec.name}: {correct.mean():.1%}", flush=True)
+    return written
+
+
+def label(backbone, method, ablation):
+    if method == "pointnext":
+        return "PointNeXt-S (from scratch)"
+    if method == "ncm":
+        return f"NCM on the {backbone} entry's embed() ({'own task: saw all labels' if ablation == 'own-task-entry' else 'other task'})"
+    names = {"any2point": "Any2Point", "linear_probe": "linear probe", "from_scratch": "from scratch"}
+    return f"{names.get(method, method)} ({backbone})" + (f", {ablation}" if ablation else "")
+
+
+def curves(records, benchmark, boot=2000, ks=None):
+    """Records -> {row label: {k: (acc, lo, hi, runs, diff vs PointNeXt-S or None)}} over the runs with k shots of
+    `benchmark`: draws averaged per test model, folds concatenated; intervals are bootstraps over the test groups
+    (families on kicad33), the difference paired with PointNeXt-S's runs of the same k."""
+    from benchmarks.compare_runs import collect, compare, pool
+    rows = {}
+    if ks is None:  # every k the records have; [None]: the full-data comparison (whole training split)
+        ks = sorted({r.shots for r in records if r.benchmark == benchmark and r.shots})
+    for k in ks:
+        res = collect([r for r in records if r.benchmark == benchmark], shots=k)
+        res = {(b, m): v for (b, m), v in res.items()}
+        ref = res.get(("pointnext-sm", "pointnext"))
+        for (backbone, mkey), runs in sorted(res.items()):
+            meta = next(r for r in records if r.benchmark == benchmark and r.shots == k and r.backbone == backbone
+                        and (f"ablation:{r.ablation}" if r.ablation else r.method) == mkey)
+            pa, _, groups = pool(runs, runs)
+            acc, _, _, lo, hi = _interval(pa[0], groups, boot)
+            diff = None
+            if ref is not None and (backbone, mkey) != ("pointnext-sm", "pointnext"):
+                a, b, g = pool(runs, ref)
+                if g:
+                    diff = compare(a, b, boot, groups=g)[2:]
+            rows.setdefault(label(backbone, meta.method, meta.ablation), {})[k] = (acc, lo, hi, len(runs), diff)
+    return rows
+
+
+def _interval(correct, groups, boot, seed=0):
+    """Accuracy and its 95% bootstrap interval over whole groups -> (acc, acc, 0, lo, hi)."""
+    _, gid = np.unique(np.asarray(groups), return_inverse=True)
+    sums, counts = np.bincount(gid, weights=correct), np.bincount(gid).astype(float)
+    idx = np.random.default_rng(seed).integers(0, len(sums), size=(boot, len(sums)))
+    lo, hi = np.percentile(sums[idx].sum(1) / counts[idx].sum(1), [2.5, 97.5])
+    return correct.mean(), correct.mean(), 0.0, lo, hi
+
+
+def table(rows):
+    """The curve as markdown: one row per method, one column per k (accuracy, and vs PointNeXt-S the paired
+    difference with its interval and whether it excludes 0)."""
+    ks = sorted({k for r in rows.values() for k in r}, key=lambda k: k or 1 << 30)
+    lines = ["| method | " + " | ".join(f"k = {k}" if k else "full training split" for k in ks) + " |",
+             "|---|" + "---|" * len(ks)]
+    for name, cells in rows.items():
+        out = []
+        for k in ks:
+            if k not in cells:
+                out.append("–")
+                continue
+            acc, lo, hi, n, diff = cells[k]
+            text = f"{acc:.1%} [{lo:.1%}, {hi:.1%}] ({n} run{'s' * (n > 1)})"
+            if diff is not None:
+                d, dlo, dhi = diff
+                verdict = "ahead" if dlo > 0 else "behind" if dhi < 0 else "not resolved"
+                text += f"; vs PointNeXt-S {d * 100:+.1f} [{dlo * 100:+.1f}, {dhi * 100:+.1f}] {verdict}"
+            out.append(text)
+        lines.append(f"| {name} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows, path, title):
+    """Accuracy vs k, one line per method with its interval band -> PNG (deterministic bytes: no metadata)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    for name, cells in rows.items():
+        ks = sorted(cells)
+        acc = [cells[k][0] * 100 for k in ks]
+        ax.plot(ks, acc, marker="o", label=name)
+        ax.fill_between(ks, [cells[k][1] * 100 for k in ks], [cells[k][2] * 100 for k in ks], alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xticks(sorted({k for c in rows.values() for k in c}), labels=[str(k) for k in
+                                                                          sorted({k for c in rows.values() for k in c})])
+    ax.set_xlabel("training models per class (k)")
+    ax.set_ylabel("test accuracy, % (95% bootstrap band)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks low-data", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    n = sub.add_parser("ncm", help="nearest-class-mean records on the shipped entries' embed()")
+    n.add_argument("--benchmark", choices=sorted(SHOTS), default="kicad33")
+    n.add_argument("--entries", nargs="+", help="default: the shipped entries of both benchmarks")
+    n.add_argument("--data-root", help=f"default {DATA}")
+    pl = sub.add_parser("plot", help="the curve's PNG and table per benchmark, from the records")
+    pl.add_argument("--out", default=str(ROOT / "docs"), help="folder for low_data_<benchmark>.png")
+    a = p.parse_args(argv)
+    if a.cmd == "plot":
+        from train.record import load_records
+        records = [r for d in sorted((ROOT / "benchmarks" / "results").iterdir()) if d.is_dir()
+                   for r in load_records(d)]
+        for benchmark in SHOTS:
+            rows = curves(records, benchmark)
+            if rows:
+                print(f"{benchmark}:\n{table(rows)}")
+                print(plot(rows, Path(a.out) / f"low_data_{benchmark}.png", f"{benchmark}: accuracy vs training models per class"))
+    if a.cmd == "ncm":
+        from zoo import list_models
+        entries = a.entries or [m["name"] for m in list_models() if m["trained"] and m["dataset"] in SHOTS]
+        ncm_records(a.benchmark, entries, a.data_root)
+
+
+if __name__ == "__main__":
+    main()

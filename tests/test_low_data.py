@@ -1,0 +1,46 @@
+"""The low-data curve: the training-free NCM rule, and the table and plot rendered from records."""
+import numpy as np
+
+from benchmarks import low_data
+from train.record import RunRecord
+
+
+def test_ncm_picks_the_nearest_class_mean_by_cosine():
+    train_x = np.array([[1.0, 0.0], [2.0, 0.1], [0.0, 1.0], [0.1, 3.0]])
+    train_y = np.array([0, 0, 1, 1])
+    test_x = np.array([[5.0, 0.2], [0.3, 0.9], [1.0, 1.1]])
+    # cosine: scale does not matter, direction does ([1, 1.1] is nearer class 1's mean direction)
+    assert low_data.ncm_correct(train_x, train_y, test_x, np.array([0, 1, 1])).tolist() == [1, 1, 1]
+    assert low_data.ncm_correct(train_x, train_y, test_x, np.array([1, 1, 0])).tolist() == [0, 1, 0]
+
+
+def rec(method, backbone, seed, correct, shots=10, groups=None):
+    r = RunRecord(name=f"{method}-{seed}", benchmark="kicad33", backbone=backbone, method=method, seed=seed,
+                  shots=shots)
+    return r.finish(dict(test_acc=float(np.mean(correct))), {}, correct, groups)
+
+
+def test_curve_rows_average_draws_and_pair_with_pointnext(tmp_path):
+    n = 200
+    groups = [f"f{i // 4}" for i in range(n)]  # 50 families of 4 models
+    pn_a = [1] * 100 + [0] * 100
+    pn_b = [1] * 120 + [0] * 80
+    better = [1] * 190 + [0] * 10
+    records = [rec("pointnext", "pointnext-sm", 0, pn_a, groups=groups),
+               rec("pointnext", "pointnext-sm", 1, pn_b, groups=groups),
+               rec("ncm", "whisper-tiny-en", 0, better, groups=groups),
+               rec("ncm", "whisper-tiny-en", 0, [1] * 10 + [0] * 190, shots=5, groups=groups),
+               rec("pointnext", "pointnext-sm", 0, pn_a, shots=5, groups=groups)]
+    rows = low_data.curves(records, "kicad33", boot=500)
+    pn = rows["PointNeXt-S (from scratch)"]
+    acc, lo, hi, runs, diff = pn[10]
+    assert runs == 2 and np.isclose(acc, 0.55) and lo < acc < hi and diff is None  # the draws averaged per model
+    ncm = next(v for k, v in rows.items() if k.startswith("NCM"))
+    d, dlo, dhi = ncm[10][4]
+    assert np.isclose(d, 0.95 - 0.55) and dlo > 0  # clearly ahead at k = 10
+    assert ncm[5][4][2] < 0  # 5% right against 50%: clearly behind at k = 5
+    md = low_data.table(rows)
+    assert "| method | k = 5 | k = 10 |" in md and "ahead" in md and "behind" in md
+    png = low_data.plot(rows, tmp_path / "c.png", "t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.read_bytes() == low_data.plot(rows, tmp_path / "d.png", "t").read_bytes()  # same records, same bytes
