@@ -9,6 +9,7 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import gradio as gr
@@ -47,6 +48,7 @@ DEFAULT_TASK = next(iter(TASKS))
 # one request per entry at a time: two forwards of one model on the same cores only slow each other down;
 # different entries still run in parallel
 _MODEL_LOCKS = defaultdict(threading.Lock)
+_POOL = ThreadPoolExecutor(max_workers=3, thread_name_prefix="model")  # one thread per modality of an upload
 # the 3D view's .ply files rotate through a few slots: Gradio copies each output into its own cache (by content)
 # long before a slot comes round again, so a long-running server does not fill /tmp
 _CLOUD_DIR, _CLOUD_SLOTS = Path(tempfile.mkdtemp(prefix="any2point-cloud-")), itertools.count()
@@ -122,8 +124,7 @@ def classify(points, names, up="y", explain=False):
     """-> {entry: (probs, latency_ms, up axis used, what the model saw or None)}: one pass per model (explain=True:
     the prediction and what the views figure shows come from the same forward). Returns plain data only: under
     ZeroGPU this runs in a worker process and its result is pickled back, so models stay in the cache."""
-    out = {}
-    for name in names:
+    def one(name):
         model = get_model(name)
         with _MODEL_LOCKS[name]:
             t = time.perf_counter()
@@ -132,8 +133,9 @@ def classify(points, names, up="y", explain=False):
                 probs, used = seen["probs"], seen["up"]
             else:
                 (probs, used), seen = model.predict_batch([points], up=up, with_up=True)[0], None
-            out[name] = (probs, (time.perf_counter() - t) * 1e3, used, seen)
-    return out
+            return probs, (time.perf_counter() - t) * 1e3, used, seen
+    # the models side by side: torch releases the GIL in its kernels, so an upload uses the cores the queue leaves
+    return dict(zip(names, _POOL.map(one, names)))
 
 
 def card(name, model, ms, up=None):

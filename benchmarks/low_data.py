@@ -37,7 +37,7 @@ def ncm_correct(train_x, train_y, test_x, test_y):
     return (pred == test_y).astype(int)
 
 
-def ncm_records(benchmark, entries, data_root=None):
+def ncm_records(benchmark, entries, data_root=None, out=RECORDS):
     """Embed each split once per entry, then one NCM record per (entry, k, draw, fold)."""
     from tqdm.auto import tqdm
 
@@ -77,7 +77,7 @@ def ncm_records(benchmark, entries, data_root=None):
                                     run_config=dict(entry=name, data_root=str(data_root or DATA[benchmark])))
                     rec.finish(dict(test_acc=float(correct.mean()), test_n=len(correct)),
                                dict(modality=None, variant="ncm", model=None), correct, test.groups)
-                    written.append(rec.save(RECORDS / f"{rec.name}.json"))
+                    written.append(rec.save(Path(out) / f"{rec.name}.json"))
                     print(f"{rec.name}: {correct.mean():.1%}", flush=True)
     return written
 
@@ -184,6 +184,7 @@ def main(argv=None):
     n.add_argument("--benchmark", choices=sorted(SHOTS), default="kicad33")
     n.add_argument("--entries", nargs="+", help="default: the shipped entries of both benchmarks")
     n.add_argument("--data-root", help=f"default {DATA}")
+    n.add_argument("--out", default=str(RECORDS), help="folder for the records (default: %(default)s)")
     pl = sub.add_parser("plot", help="the curve's PNG and table per benchmark, from the records")
     pl.add_argument("--out", default=str(ROOT / "docs"), help="folder for low_data_<benchmark>.png")
     a = p.parse_args(argv)
@@ -199,7 +200,7 @@ def main(argv=None):
     if a.cmd == "ncm":
         from zoo import list_models
         entries = a.entries or [m["name"] for m in list_models() if m["trained"] and m["dataset"] in SHOTS]
-        ncm_records(a.benchmark, entries, a.data_root)
+        ncm_records(a.benchmark, entries, a.data_root, a.out)
 
 
 if __name__ == "__main__":

@@ -109,6 +109,14 @@ def costs_pointnext(root):
     return "\n".join(lines)
 
 
+def serving_latency(root):
+    from benchmarks.serving_latency import report
+    rec = _json(root, "serving_latency.json")
+    lines = report(rec).strip().split("\n")[2:]  # without the title, which names the checkout's folder
+    lines[0] += f"; {rec['date']}"
+    return "\n".join(lines)
+
+
 def load_time(root):
     rec = _json(root, "load_time.json")
     lines = [f"{rec['cpus']} cores, 1-min load average {rec['loadavg_1m']:.2f} at the start; converted-weights cache "
@@ -238,6 +246,7 @@ BLOCKS = [
     Block("docs/RESULTS.md", "costs-kicad33", costs("costs_kicad33.json")),
     Block("docs/RESULTS.md", "load-time", load_time),
     Block("docs/RESULTS.md", "costs-pointnext", costs_pointnext),
+    Block("docs/RESULTS.md", "serving-latency", serving_latency),
     CardBlock("any2point-audio-whisper-kicad33", "kicad33-e30"),
     CardBlock("any2point-language-minilm-kicad33", "kicad33-e30"),
     CardBlock("any2point-vision-dinov2s-kicad33", "kicad33"),
