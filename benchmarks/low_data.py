@@ -96,6 +96,7 @@ def curves(records, benchmark, boot=2000, ks=None):
     `benchmark`: draws averaged per test model, folds concatenated; intervals are bootstraps over the test groups
     (families on kicad33), the difference paired with PointNeXt-S's runs of the same k."""
     from benchmarks.compare_runs import collect, compare, pool
+    records = list({r.key: r for r in records if r.done}.values())  # one run per key, whichever campaign holds it
     rows = {}
     if ks is None:  # every k the records have; [None]: the full-data comparison (whole training split)
         ks = sorted({r.shots for r in records if r.benchmark == benchmark and r.shots})

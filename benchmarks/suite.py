@@ -5,7 +5,8 @@ the other projection, no guided adapter) for one backbone, and the random-backbo
     python -m train.data.sh3d --out data/sh3d          # once (kicad33: python -m train.data.kicad --out data/kicad33)
     python -m benchmarks suite [--benchmark sh3d|kicad33] [--only NAME ...] [--ablation-backbone whisper]
                                [--no-ablations] [--seeds 0 1 2] [--folds 0 1 2 3 4] [--controls ...] [--jobs 2]
-                               [--method-ablations] [--install] [--runs-dir runs/<campaign>]
+                               [--method-ablations] [--pointnext] [--install] [--runs-dir runs/<campaign>]
+    python -m benchmarks suite --benchmark kicad33 --shots 5 10 20 50 [--draws 3] --runs-dir runs/low-data
 
 Recipes are train/configs/<benchmark>_<backbone>.toml; runs go to runs/<benchmark>/<name>. `--folds` runs every
 listed cross-validation round (`<name>-fold<k>`, `--fold k`: test = fold k, val = fold k+1) instead of the fixed
@@ -13,12 +14,15 @@ split, so over 0..4 every model is tested once.
 
 Runs one after another, or `--jobs N` at a time with one torch thread each (on a small CPU two single-threaded runs
 finish sooner than one run on two threads, and never stall each other's thread pools). Each run is resumable: kill
-the suite and start it again; runs that already have a result.json are skipped. Order: the main runs (Any2Point,
+the suite and start it again; runs that already have a result.json, or a finished record, are skipped. Order: the main runs (Any2Point,
 linear probe, from scratch) at the first seed, the ablations, then the main runs at each further seed (named
 `<run>-seed<N>`), so the table has error bars as soon as they exist.
 SweetHome3D's test split has 60 models (one model = 1.7 points): use its folds; kicad33's has 935 (281 families).
 `--controls minilm whisper` adds, at every seed, the random-backbone control (`control-random-backbone-<backbone>`):
 Any2Point on the backbone's architecture with random frozen weights, which tells whether the pretraining is used.
+`--pointnext` adds PointNeXt-S (train/configs/<benchmark>_pointnext.toml), the 3D network a practitioner would train
+instead, beside the main runs. `--shots` plans the low-data curve instead: per k and seeded draw, Whisper Any2Point,
+its linear probe and PointNeXt-S on the same k training models per class (with `--folds`, one draw per fold).
 `--install` copies the first-seed Any2Point entries of the fixed split into zoo/checkpoints/ (the embedded entries).
 Every run writes its record (train/record.py: its key when it starts, its results when it ends) to
 benchmarks/results/<the runs dir's name>/<name>.json: commit those (the run folders do not outlive the machine);
@@ -103,6 +107,19 @@ def main_runs(seed, first, benchmark="sh3d"):
     return out
 
 
+def low_data_runs(benchmark, shots, draws, backbone="whisper"):
+    """[Run] of the low-data curve: per k and draw (seed), Any2Point, its linear probe and PointNeXt-S on the same
+    k training models per class (train/run.py --shots k --seed s); one draw for k > 20, as the curve's protocol."""
+    out = []
+    for k in shots:
+        for s in range(draws if k <= 20 else 1):
+            tag, flags = f"-{benchmark}-k{k}-seed{s}", ["--shots", str(k), "--seed", str(s)]
+            out += [Run(f"any2point-{backbone}{tag}", backbone, flags),
+                    Run(f"linear-probe-{backbone}{tag}", backbone, ["--variant", "linear_probe", *flags]),
+                    Run(f"pointnext{tag}", "pointnext", flags)]
+    return out
+
+
 def recipe(benchmark, short):
     return CONFIGS / f"{benchmark}_{short}.toml"
 
@@ -115,9 +132,13 @@ def recipe_pe(short, benchmark="sh3d"):
     return pe if pe in ("1d", "2d") else ("2d" if short == "dinov2s" else "1d")
 
 
-def runs(ablation_backbone, seeds=(0,), controls=(), benchmark="sh3d", folds=None, method_ablations=False):
-    """[Run] in the order they run; folds: each run once per round."""
+def runs(ablation_backbone, seeds=(0,), controls=(), benchmark="sh3d", folds=None, method_ablations=False,
+         pointnext=False):
+    """[Run] in the order they run; folds: each run once per round. pointnext: PointNeXt-S beside the main runs
+    (train/configs/<benchmark>_pointnext.toml)."""
     out = main_runs(seeds[0], seeds[0], benchmark)
+    if pointnext:
+        out.append(Run(f"pointnext-{benchmark}", "pointnext", []))
     if ablation_backbone:
         other = "1d" if recipe_pe(ablation_backbone, benchmark) == "2d" else "2d"
         out += [Run(f"ablation-no-pe-{ablation_backbone}", ablation_backbone, ["--ablation", "no-pe", "--pe", "none"]),
@@ -151,14 +172,24 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds for the main runs (first = shipped)")
     p.add_argument("--controls", nargs="*", default=[], choices=list(BACKBONES),
                    help="also run the random-backbone control (Any2Point on random frozen weights) for these")
+    p.add_argument("--pointnext", action="store_true", help="also PointNeXt-S, the 3D-native baseline, beside the "
+                   "main runs (every fold and seed)")
+    p.add_argument("--shots", type=int, nargs="+", help="instead: the low-data curve at these k (training models "
+                   "per class): Whisper Any2Point, its linear probe and PointNeXt-S per k and draw")
+    p.add_argument("--draws", type=int, default=3, help="with --shots: seeded draws per k <= 20 (default 3)")
     p.add_argument("--runs-dir", help="default: runs/<benchmark>")
     p.add_argument("--install", action="store_true", help="copy finished Any2Point entries into zoo/checkpoints/")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, one torch thread each when > 1")
     p.add_argument("--dry-run", action="store_true")
     a, extra = p.parse_known_args(argv)
     a.runs_dir = a.runs_dir or f"runs/{a.benchmark}"
-    plan = runs(None if a.no_ablations else a.ablation_backbone, a.seeds, a.controls, a.benchmark, a.folds,
-                a.method_ablations)
+    if a.shots:
+        plan = low_data_runs(a.benchmark, a.shots, a.draws)
+        if a.folds:  # SweetHome3D: one draw per fold, each fold's test models
+            plan = [Run(f"{r.name}-fold{k}", r.backbone, [*r.flags, "--fold", str(k)]) for k in a.folds for r in plan]
+    else:
+        plan = runs(None if a.no_ablations else a.ablation_backbone, a.seeds, a.controls, a.benchmark, a.folds,
+                    a.method_ablations, a.pointnext)
     todo = [r for r in plan if not a.only or r.name in a.only]
     records = ROOT / "benchmarks" / "results" / Path(a.runs_dir).name
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1") if a.jobs > 1 else None
@@ -166,7 +197,9 @@ def main(argv=None):
     def one(run):
         name, short, flags, _ = run
         out = ROOT / a.runs_dir / name
-        if (out / "result.json").exists():
+        record = records / f"{name}.json"
+        # the record outlives the run folder: a run another machine finished is not run again
+        if (out / "result.json").exists() or (record.exists() and '"status": "done"' in record.read_text()):
             print(f"[done] {name}", flush=True)
             return
         cmd = [sys.executable, "-m", "train.run", "--config", str(recipe(a.benchmark, short)),

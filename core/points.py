@@ -108,15 +108,15 @@ def farthest_point_sample(xyz, n):
     # under tracing (torch.jit.trace, ONNX export) numpy would be a constant of the example input: torch path
     if xt.device.type == "cpu" and not _tracing():  # n sequential steps: numpy's per-call cost is ~3x lower
         with np.errstate(all="ignore"):  # non-finite input: like torch, no warnings (callers validate clouds)
-            return torch.from_numpy(_fps_steps(np, xt.numpy(), n)).to(xyz.device)
-    return _fps_steps(torch, xt, n)
+            return torch.from_numpy(fps_steps(np, xt.numpy(), n)).to(xyz.device)
+    return fps_steps(torch, xt, n)
 
 
 def _tracing():
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
-def _fps_steps(xp, xt, n, start=None):
+def fps_steps(xp, xt, n, start=None):
     """The FPS loop on (B, 3, N) fp32, written once for numpy (xp=np) and torch (xp=torch): same picks.
 
     start: (B,) first picks; default the point farthest from each centroid."""

@@ -153,12 +153,12 @@ def test_help_explains_the_command():
 
 # --- export ------------------------------------------------------------------------------------------------------
 def test_fps_torch_path_equals_numpy_and_is_traced():
-    from core.points import _fps_steps, farthest_point_sample
+    from core.points import fps_steps, farthest_point_sample
     g = np.random.default_rng(0)
     xyz = torch.as_tensor(g.normal(size=(3, 500, 3)), dtype=torch.float32)
     xyz[1, 100:140] = xyz[1, 0]  # duplicates: ties at distance 0
     numpy_path = farthest_point_sample(xyz, 64)
-    torch_path = _fps_steps(torch, xyz.transpose(1, 2).contiguous(), 64)
+    torch_path = fps_steps(torch, xyz.transpose(1, 2).contiguous(), 64)
     assert torch.equal(numpy_path, torch_path)
     # traced, the torch path runs: another input gives its own picks (numpy's would be the example's constant)
     traced = torch.jit.trace(lambda p: farthest_point_sample(p, 16), (xyz,), check_trace=False)

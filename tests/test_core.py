@@ -6,7 +6,7 @@ import torch
 from core.adapter import GuidedAdapter
 from core.backbones import wrap
 from zoo.specs import build_backbone
-from core.points import _fps_steps, farthest_point_sample, knn, normalize
+from core.points import fps_steps, farthest_point_sample, knn, normalize
 from core.projection import (VirtualProjection, cell_ids_1d, project_1d, project_2d, rotate_views, sample_1d,
                              sample_2d, view_rotations, voxel_ids)
 from core.model import Trace
@@ -48,7 +48,7 @@ def test_fps_numpy_and_torch_loops_pick_the_same_points():
     for x in (normalize(clouds(3, 300)), normalize(clouds(1, 2048)), dup):
         n = min(64, x.shape[1])
         got = farthest_point_sample(x, n)
-        ref = _fps_steps(torch, x.transpose(1, 2).contiguous(), n)
+        ref = fps_steps(torch, x.transpose(1, 2).contiguous(), n)
         assert torch.equal(got, ref)
         assert all(len(set(r.tolist())) == n for r in got)  # never a point twice
 

@@ -44,3 +44,15 @@ def test_curve_rows_average_draws_and_pair_with_pointnext(tmp_path):
     png = low_data.plot(rows, tmp_path / "c.png", "t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.read_bytes() == low_data.plot(rows, tmp_path / "d.png", "t").read_bytes()  # same records, same bytes
+
+
+def test_suite_plans_the_curve_with_the_same_draws_for_every_method():
+    from benchmarks.suite import low_data_runs
+    plan = low_data_runs("kicad33", [10, 50], draws=3)
+    assert len(plan) == 3 * 3 + 3  # three draws at k = 10, one at k = 50; three methods each
+    by_draw = {}
+    for r in plan:
+        by_draw.setdefault(tuple(r.flags[-4:]), []).append(r.backbone)
+    assert by_draw[("--shots", "10", "--seed", "2")] == ["whisper", "whisper", "pointnext"]
+    assert ("--shots", "50", "--seed", "1") not in by_draw
+    assert [r.flags[:2] for r in plan if r.name.startswith("linear-probe")][0] == ["--variant", "linear_probe"]

@@ -148,3 +148,12 @@ def test_variant_pointnext_trains_and_exports_offline(tmp_path, meshes):
     ref.load_trainable_state_dict(best)
     x = torch.rand(2, 128, 3) * 2 - 1
     torch.testing.assert_close(model(x), ref.eval()(x), rtol=0, atol=0)
+
+
+def test_shots_needs_a_built_benchmark(tmp_path, meshes):
+    from train import run
+    with pytest.raises(SystemExit, match="--shots needs a built benchmark"):
+        run.main(["--dataset", "folder", "--data-root", str(meshes), "--variant", "pointnext", "--points", "64",
+                  "--epochs", "1", "--shots", "2", "--output-dir", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="shots must be at least 1"):
+        run.main(["--dataset", "folder", "--data-root", str(meshes), "--shots", "0", "--output-dir", str(tmp_path)])

@@ -13,7 +13,6 @@ starts and completed at the end.
 import argparse
 import dataclasses
 import json
-import os
 import tomllib
 from pathlib import Path
 
@@ -295,11 +294,10 @@ def main(argv=None):
     set_seed(cfg.seed)
     datasets, labels = build_datasets(cfg)
     if cfg.shots:
-        from train.data.built import few_shot
-        try:
-            datasets["train"] = few_shot(datasets["train"], cfg.shots, cfg.seed)
-        except AttributeError:
+        from train.data.built import BuiltDataset, few_shot
+        if not isinstance(datasets["train"], BuiltDataset):  # the draw needs each model's family
             raise SystemExit(f"error: --shots needs a built benchmark (sh3d, kicad33), not {cfg.dataset}")
+        datasets["train"] = few_shot(datasets["train"], cfg.shots, cfg.seed)
     acc.print(f"{cfg.dataset}: {', '.join(f'{k} {len(v)}' for k, v in datasets.items())} clouds, "
               f"{len(labels)} classes; " + ("PointNeXt-S from scratch" if cfg.variant == "pointnext" else
                                             f"backbone {cfg.backbone} ({cfg.variant})"))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.points import _fps_steps
+from core.points import fps_steps
 
 ARCHS = ("pointnext-sm",)  # torch-pointcloud registry names this project trains and tests
 
@@ -48,7 +48,7 @@ def fps(x, batch=None, ratio=0.5, random_start=True, batch_size=None):
         xt = torch.stack([pts[s:s + count] for s, _ in group]).transpose(1, 2).contiguous().numpy()
         start = (torch.randint(count, (len(group),)) if random_start else torch.zeros(len(group), dtype=torch.long))
         with np.errstate(all="ignore"):
-            picks = _fps_steps(np, xt, take, start=start.numpy())  # (G, take) local indices
+            picks = fps_steps(np, xt, take, start=start.numpy())  # (G, take) local indices
         offsets = np.array([s for s, _ in group])[:, None]
         out.append(torch.from_numpy(picks + offsets).reshape(-1))
     idx = torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
@@ -60,7 +60,7 @@ def _pairwise(x, y, segs_x, segs_y):
     same = _equal_sizes(segs_x) and _equal_sizes(segs_y)
     groups = [list(range(len(segs_x)))] if same else [[i] for i in range(len(segs_x))]
     for group in groups:
-        (sx, nx), (sy, ny) = segs_x[group[0]], segs_y[group[0]]
+        nx, ny = segs_x[group[0]][1], segs_y[group[0]][1]
         if nx == 0 or ny == 0:
             continue
         xs = torch.stack([x[segs_x[i][0]:segs_x[i][0] + nx] for i in group]).float()
