@@ -18,7 +18,7 @@ from matplotlib.figure import Figure  # not pyplot: its global figure state is n
 
 from zoo import (SUPPORTED_EXTENSIONS, ModelUnavailable, PointCloudError, list_models, load_model, read_points,
                  write_points)
-from zoo.registry import DEFAULTS, TASK_DEFAULTS, TASKS, get_entry
+from zoo.registry import DEFAULTS, TASK_DEFAULTS, TASKS
 
 try:  # ZeroGPU on Spaces; plain local runs don't need the package
     import spaces

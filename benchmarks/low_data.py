@@ -72,7 +72,8 @@ def ncm_records(benchmark, entries, data_root=None, out=RECORDS):
                     correct = ncm_correct(feats["train"][pick], np.asarray(few.targets), feats["test"],
                                           np.asarray(test.targets))
                     rec = RunRecord(name=f"ncm-{name}-k{k}-seed{seed}" + (f"-fold{fold}" if fold is not None else ""),
-                                    benchmark=benchmark, backbone=short_name(entry.backbone), method="ncm", ablation="own-task-entry" if own else "other-task-entry",
+                                    benchmark=benchmark, backbone=short_name(entry.backbone), method="ncm",
+                                    ablation="own-task-entry" if own else "other-task-entry",
                                     seed=seed if fold is None else fold, fold=fold, shots=k,
                                     run_config=dict(entry=name, data_root=str(data_root or DATA[benchmark])))
                     rec.finish(dict(test_acc=float(correct.mean()), test_n=len(correct)),
@@ -86,15 +87,17 @@ def label(backbone, method, ablation):
     if method == "pointnext":
         return "PointNeXt-S (from scratch)"
     if method == "ncm":
-        return f"NCM on the {backbone} entry's embed() ({'own task: saw all labels' if ablation == 'own-task-entry' else 'other task'})"
+        seen = "own task: saw all labels" if ablation == "own-task-entry" else "other task"
+        return f"NCM on the {backbone} entry's embed() ({seen})"
     names = {"any2point": "Any2Point", "linear_probe": "linear probe", "from_scratch": "from scratch"}
     return f"{names.get(method, method)} ({backbone})" + (f", {ablation}" if ablation else "")
 
 
 def curves(records, benchmark, boot=2000, ks=None):
-    """Records -> {row label: {k: (acc, lo, hi, runs, diff vs PointNeXt-S or None)}} over the runs with k shots of
-    `benchmark`: draws averaged per test model, folds concatenated; intervals are bootstraps over the test groups
-    (families on kicad33), the difference paired with PointNeXt-S's runs of the same k."""
+    """Records -> {row label: {k: (acc, lo, hi, runs, (diff, lo, hi, test models) vs PointNeXt-S or None)}} over
+    the runs of `benchmark` with k shots: draws averaged per test model, folds concatenated; intervals are bootstraps
+    over the test groups (families on kicad33), the difference paired with PointNeXt-S's runs of the same k on the
+    test models both have."""
     from benchmarks.compare_runs import collect, compare, pool
     records = list({r.key: r for r in records if r.done}.values())  # one run per key, whichever campaign holds it
     rows = {}
@@ -113,7 +116,7 @@ def curves(records, benchmark, boot=2000, ks=None):
             if ref is not None and (backbone, mkey) != ("pointnext-sm", "pointnext"):
                 a, b, g = pool(runs, ref)
                 if g:
-                    diff = compare(a, b, boot, groups=g)[2:]
+                    diff = (*compare(a, b, boot, groups=g)[2:], len(g))
             rows.setdefault(label(backbone, meta.method, meta.ablation), {})[k] = (acc, lo, hi, len(runs), diff)
     return rows
 
@@ -142,9 +145,10 @@ def table(rows):
             acc, lo, hi, n, diff = cells[k]
             text = f"{acc:.1%} [{lo:.1%}, {hi:.1%}] ({n} run{'s' * (n > 1)})"
             if diff is not None:
-                d, dlo, dhi = diff
+                d, dlo, dhi, n_models = diff
                 verdict = "ahead" if dlo > 0 else "behind" if dhi < 0 else "not resolved"
-                text += f"; vs PointNeXt-S {d * 100:+.1f} [{dlo * 100:+.1f}, {dhi * 100:+.1f}] {verdict}"
+                text += (f"; vs PointNeXt-S {d * 100:+.1f} [{dlo * 100:+.1f}, {dhi * 100:+.1f}] {verdict} "
+                         f"(paired on the {n_models} test models both have)")
             out.append(text)
         lines.append(f"| {name} | " + " | ".join(out) + " |")
     return "\n".join(lines)
@@ -162,8 +166,8 @@ def plot(rows, path, title):
         ax.plot(ks, acc, marker="o", label=name)
         ax.fill_between(ks, [cells[k][1] * 100 for k in ks], [cells[k][2] * 100 for k in ks], alpha=0.15)
     ax.set_xscale("log")
-    ax.set_xticks(sorted({k for c in rows.values() for k in c}), labels=[str(k) for k in
-                                                                          sorted({k for c in rows.values() for k in c})])
+    ks = sorted({k for c in rows.values() for k in c})
+    ax.set_xticks(ks, labels=[str(k) for k in ks])
     ax.set_xlabel("training models per class (k)")
     ax.set_ylabel("test accuracy, % (95% bootstrap band)")
     ax.set_title(title)
@@ -197,7 +201,8 @@ def main(argv=None):
             rows = curves(records, benchmark)
             if rows:
                 print(f"{benchmark}:\n{table(rows)}")
-                print(plot(rows, Path(a.out) / f"low_data_{benchmark}.png", f"{benchmark}: accuracy vs training models per class"))
+                print(plot(rows, Path(a.out) / f"low_data_{benchmark}.png",
+                           f"{benchmark}: accuracy vs training models per class"))
     if a.cmd == "ncm":
         from zoo import list_models
         entries = a.entries or [m["name"] for m in list_models() if m["trained"] and m["dataset"] in SHOTS]

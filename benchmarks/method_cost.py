@@ -1,7 +1,7 @@
 """What each faithful-method ablation costs on this CPU: forward ms per cloud and training clouds/s, per recipe.
 
     python -m benchmarks method-cost [--benchmark kicad33] [--repeats 20] [--threads 1] [--only KEY ...]
-    python -m benchmarks method-cost --versus-pointnext [--bf16] [--repeats 5]   # tokenizers vs PointNeXt-S
+    python -m benchmarks method-cost --versus-pointnext [--bf16] [--repeats 5]    # the tokenizers vs PointNeXt-S
 
 For every backbone's recipe (train/configs/<benchmark>_<backbone>.toml; with --only, those the ablations use) and
 every ablation of suite.METHOD_ABLATIONS on it, the model is built exactly as train/run.py builds it (random

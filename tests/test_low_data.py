@@ -36,7 +36,8 @@ def test_curve_rows_average_draws_and_pair_with_pointnext(tmp_path):
     acc, lo, hi, runs, diff = pn[10]
     assert runs == 2 and np.isclose(acc, 0.55) and lo < acc < hi and diff is None  # the draws averaged per model
     ncm = next(v for k, v in rows.items() if k.startswith("NCM"))
-    d, dlo, dhi = ncm[10][4]
+    d, dlo, dhi, n_models = ncm[10][4]
+    assert n_models == n
     assert np.isclose(d, 0.95 - 0.55) and dlo > 0  # clearly ahead at k = 10
     assert ncm[5][4][2] < 0  # 5% right against 50%: clearly behind at k = 5
     md = low_data.table(rows)

@@ -1,5 +1,4 @@
 """Each packaged backbone against an independent reference implementation of its source file."""
-import os
 
 import numpy as np
 import pytest

@@ -171,7 +171,7 @@ def _read_npy(f, available, lim, label):
     fmt = "<H" if version == (1, 0) else "<I"
     (hlen,) = struct.unpack(fmt, f.read(struct.calcsize(fmt)) or b"\0" * struct.calcsize(fmt))
     if hlen > 10_000:
-        raise _mismatch(lim, f"a {hlen} byte header", f"a numpy header is at most 10000")
+        raise _mismatch(lim, f"a {hlen} byte header", "a numpy header is at most 10000")
     f.seek(start + 8)  # back to just after the magic and version
     read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
     shape, fortran, dtype = read_header(f)  # literal_eval of at most 10,000 bytes: nothing is executed

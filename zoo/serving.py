@@ -27,6 +27,7 @@ from zoo.files import stable_subset
 # order-invariant): farthest point sampling costs N per picked point, ~1.5 s for 1,024 of 200,000 on a CPU
 PRESAMPLE = 16
 
+
 def subsample(points, n):
     """(N, 3) float32 numpy -> at most n points (read-only), as every ZooModel reduces a cloud: order-invariant and
     repeatable. The last SAMPLE_CACHE results are kept, so models of one size given one cloud (the app's three, a
