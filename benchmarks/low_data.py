@@ -160,19 +160,24 @@ def plot(rows, path, title):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    if not rows:  # the doc links the picture before its runs exist: say so in it
+        ax.text(0.5, 0.5, "no finished low-data runs yet", ha="center", va="center")
     for name, cells in rows.items():
         ks = sorted(cells)
         acc = [cells[k][0] * 100 for k in ks]
         ax.plot(ks, acc, marker="o", label=name)
         ax.fill_between(ks, [cells[k][1] * 100 for k in ks], [cells[k][2] * 100 for k in ks], alpha=0.15)
-    ax.set_xscale("log")
     ks = sorted({k for c in rows.values() for k in c})
-    ax.set_xticks(ks, labels=[str(k) for k in ks])
+    if ks:
+        ax.set_xscale("log")
+        ax.set_xticks(ks, labels=[str(k) for k in ks])
+        ax.minorticks_off()  # the log axis's minor labels (6 x 10^0 ...) would crowd the k that were run
     ax.set_xlabel("training models per class (k)")
     ax.set_ylabel("test accuracy, % (95% bootstrap band)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    if rows:
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,10 +204,9 @@ def main(argv=None):
                    for r in load_records(d)]
         for benchmark in SHOTS:
             rows = curves(records, benchmark)
-            if rows:
-                print(f"{benchmark}:\n{table(rows)}")
-                print(plot(rows, Path(a.out) / f"low_data_{benchmark}.png",
-                           f"{benchmark}: accuracy vs training models per class"))
+            print(f"{benchmark}:\n{table(rows) if rows else 'no finished runs yet'}")
+            print(plot(rows, Path(a.out) / f"low_data_{benchmark}.png",
+                       f"{benchmark}: accuracy vs training models per class"))
     if a.cmd == "ncm":
         from zoo import list_models
         entries = a.entries or [m["name"] for m in list_models() if m["trained"] and m["dataset"] in SHOTS]
