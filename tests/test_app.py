@@ -8,6 +8,7 @@ from gradio_client import Client, handle_file
 
 import app
 from zoo.files import write_points
+from zoo.registry import get_entry
 from benchmarks.app_load import free_port
 
 WHISPER = app.DEFAULTS["audio"]  # the smallest backbone: format tests call only this entry
@@ -174,7 +175,7 @@ def test_each_task_offers_its_own_entries_and_examples(task):
     for m, d in zip(app.MODALITIES, dropdowns):
         assert d.value == app.TASK_DEFAULTS[task][m]
         names = [c[0] if isinstance(c, tuple) else c for c in d.choices]
-        assert names[-1] == app.NONE and all(app.get_entry(n).dataset == task for n in names[:-1])
+        assert names[-1] == app.NONE and all(get_entry(n).dataset == task for n in names[:-1])
     assert [c.visible for c in columns] == [t == task for t in app.TASKS]
     assert app.EXAMPLES[task]  # every task ships examples
     with pytest.raises(app.gr.Error, match="Unknown task"):
