@@ -15,6 +15,7 @@ other benchmark never saw this task ("other-task-entry"). Each draw writes one r
 (benchmarks/results/low-data/), read like every other record; the plot and the table render from them.
 """
 import argparse
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -57,19 +58,23 @@ def ncm_records(benchmark, entries, data_root=None, out=RECORDS):
             print(f"skipped {name}: trained on {benchmark}'s default split, which holds the folds' test models")
             continue
         model = load_model(name)
+        embedded = {}  # cloud bytes -> features: over the folds a model is in several splits, embedded once. Keyed by
+        # content, not by manifest name: SweetHome3D names repeat across catalogues (a name key picked wrong models)
+
+        def features(ds):
+            keys = [hashlib.blake2b(ds.points[i].tobytes(), digest_size=16).digest() for i in range(len(ds))]
+            for i in tqdm([i for i, k in enumerate(keys) if k not in embedded], desc=name, leave=False):
+                embedded[keys[i]] = model.embed(ds.points[i])
+            return np.stack([embedded[k] for k in keys])
+
         for fold in FOLDS[benchmark]:
             train = DATASETS[benchmark](root, "train", fold=fold)
             test = DATASETS[benchmark](root, "test", fold=fold)
-            feats = {}
-            for split, ds in (("train", train), ("test", test)):
-                feats[split] = np.stack([model.embed(ds.points[i]) for i in
-                                         tqdm(range(len(ds)), desc=f"{name} {split}", leave=False)])
-            index = {r["name"]: i for i, r in enumerate(train.manifest)}
+            test_x = features(test)
             for k, draws in SHOTS[benchmark].items():
                 for seed in range(draws):
                     few = few_shot(train, k, seed if fold is None else fold)
-                    pick = [index[r["name"]] for r in few.manifest]
-                    correct = ncm_correct(feats["train"][pick], np.asarray(few.targets), feats["test"],
+                    correct = ncm_correct(features(few), np.asarray(few.targets), test_x,
                                           np.asarray(test.targets))
                     rec = RunRecord(name=f"ncm-{name}-k{k}-seed{seed}" + (f"-fold{fold}" if fold is not None else ""),
                                     benchmark=benchmark, backbone=short_name(entry.backbone), method="ncm",
