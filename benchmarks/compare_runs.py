@@ -201,32 +201,73 @@ def same_recipe(record, shipped):
         (record.entry or {}).get("model", run.get("model")) == shipped.get("model")
 
 
+# the model settings a baseline must share with an entry to be compared with it (its variant changes the rest)
+TOKENIZER_KEYS = ("num_points", "num_tokens", "tokenizer", "k", "tokenizer_dim", "pointpn_stages", "pointpn_embed_dim",
+                  "pointpn_widths", "pointpn_hidden", "pointpn_blocks")
+
+
+def _model(record):
+    return (record.entry or {}).get("model") or (record.run_config or {}).get("model") or {}
+
+
+def card_records(shipped, records, folds_only=False):
+    """The records a shipped entry's card compares -> (records relabelled for `collect`, folds used): the Any2Point
+    runs of the entry (its weights on the default split; with folds_only, its recipe trained once per fold, whatever
+    label a run had when the recipe was a candidate, else its weights), the linear-probe / from-scratch / control
+    runs on the same recipe and tokenizer, and PointNeXt-S on the same data and split (its own recipe)."""
+    from zoo.specs import short_name
+    backbone = short_name(shipped["backbone"]["spec"])
+    dataset = shipped["training"]["dataset"]
+    tokenizer = {k: v for k, v in (shipped.get("model") or {}).items() if k in TOKENIZER_KEYS}
+
+    def mine(folds):
+        check = same_recipe if folds else is_shipped
+        return [r for r in records if r.done and r.backbone == backbone and r.method == "any2point"
+                and r.shots is None and (r.fold is not None) == folds and check(r, shipped)]
+
+    folds = folds_only and bool(mine(True))
+    a2p = mine(folds)
+    if not a2p:
+        raise ValueError(f"no Any2Point record of {backbone} is this entry's "
+                         f"{'recipe or weights' if folds_only else 'weights'}")
+    trained = shipped.get("training") or {}
+    out = [dataclasses.replace(r, ablation=None) for r in a2p]
+    for r in records:
+        if not r.done or r.shots is not None or (r.fold is not None) != folds or r.benchmark != dataset:
+            continue
+        if r.method == "pointnext":
+            out.append(dataclasses.replace(r, backbone=backbone))
+        elif r.backbone == backbone and r.method in BASELINES and not r.ablation and \
+                all((r.run_config or {}).get(k) == trained.get(k) for k in RECIPE_KEYS if k != "seed") and \
+                {k: v for k, v in _model(r).items() if k in TOKENIZER_KEYS} == tokenizer:
+            out.append(r)
+    return out, folds
+
+
 def card_comparison(entry_dir, records, folds_only=False, boot=10000):
-    """The model card's "Compared with baselines" lines of the shipped entry in `entry_dir`: its backbone's rows of
-    the comparison over `records`, their resolution and protocol. Refused (ValueError) where the records' Any2Point
-    runs are not this entry: not its weights (default split) or not its recipe (folds)."""
+    """The model card's "Compared with baselines" lines of the shipped entry in `entry_dir` (card_records: its own
+    runs, the baselines of its recipe, PointNeXt-S), their resolution and protocol. ValueError where no record is
+    this entry's run."""
     shipped = json.loads((Path(entry_dir) / "config.json").read_text())
     from zoo.specs import short_name
     backbone = short_name(shipped["backbone"]["spec"])
-    mine = [r for r in records if r.done and r.backbone == backbone and r.method == "any2point" and not r.ablation
-            and r.shots is None and (r.fold is not None or not folds_only)]
-    if not mine:
-        raise ValueError(f"{entry_dir}: no Any2Point record of {backbone} to compare")
-    check = same_recipe if folds_only else is_shipped
-    if not all(check(r, shipped) for r in mine):
-        raise ValueError(f"{entry_dir}: the compared Any2Point runs are not this entry's "
-                         f"{'recipe' if folds_only else 'weights'}")
-    results = collect(records, folds_only)
-    rows = table(results, boot, backbones=[backbone]).splitlines()
-    folds = sorted({r.fold for r in mine if r.fold is not None})
-    split = ("5-fold cross-validation (every model tested once)" if len(folds) == 5 else
-             f"cross-validation folds {', '.join(map(str, folds))} of 5" if folds else "the default test split")
-    if folds:
+    try:
+        selected, folds = card_records(shipped, records, folds_only)
+    except ValueError as err:
+        raise ValueError(f"{entry_dir}: {err}") from None
+    rows = table(collect(selected, folds), boot, backbones=[backbone]).splitlines()
+    mine = [r for r in selected if r.method == "any2point"]
+    fold_ids = sorted({r.fold for r in mine if r.fold is not None})
+    split = ("5-fold cross-validation (every model tested once)" if len(fold_ids) == 5 else
+             f"cross-validation folds {', '.join(map(str, fold_ids))} of 5" if fold_ids else "the default test split")
+    if fold_ids:
         split += ("; the Any2Point rows are this entry's recipe trained once per fold (the shipped weights are the "
                   "same recipe on the default split)")
     protocol = (f"Protocol: {shipped['training']['dataset']}, {split}; each run's best epoch on val, one pass on test "
                 f"(no voting); {len(mine)} Any2Point run(s) over seeds and folds, baselines on the same recipe and "
-                "split; a paired 95% bootstrap interval over families (kicad33) or models (SweetHome3D). Generated by "
+                "split, PointNeXt-S (torch-pointcloud `pointnext-sm`, from scratch) on its own recipe "
+                f"(train/configs/{shipped['training']['dataset']}_pointnext.toml) and the same split; a paired 95% "
+                "bootstrap interval over families (kicad33) or models (SweetHome3D). Generated by "
                 "`python -m benchmarks render` from the run records.")
     return [*rows, "", protocol]
 

@@ -150,12 +150,13 @@ def low_data(benchmark):
     return render
 
 
-def recipe_choice(campaigns):
-    """The CPU recipe candidates on the SweetHome3D validation folds, each against the shipped recipe's runs."""
+def recipe_choice(campaigns, folds=True):
+    """The CPU recipe candidates, each against the shipped recipe's runs: on the cross-validation folds (SweetHome3D)
+    or the default split (kicad33)."""
     def render(root):
         from benchmarks.compare_runs import ablation_table, collect
-        records = [r for c in campaigns for r in _records(root, c) if r.fold is not None]
-        return ablation_table(collect(records, True), records, folds=True)
+        records = [r for c in campaigns for r in _records(root, c) if (r.fold is not None) == folds]
+        return ablation_table(collect(records, folds), records, folds=folds)
     return render
 
 
@@ -193,7 +194,7 @@ class Block:
 class CardBlock:
     """The "Compared with baselines" section of a shipped entry's model card, from run records."""
     entry: str
-    campaign: str
+    campaigns: tuple  # the campaigns holding its runs and baselines; PointNeXt-S's campaign is always read
     folds_only: bool = False
 
     @property
@@ -207,7 +208,8 @@ class CardBlock:
 
     def render(self, root):
         from benchmarks.compare_runs import card_comparison
-        return "\n".join(card_comparison(self.folder(root), _records(root, self.campaign), self.folds_only))
+        records = [r for c in (*self.campaigns, "pointnext") for r in _records(root, c)]
+        return "\n".join(card_comparison(self.folder(root), records, self.folds_only))
 
     def current(self, root):
         from zoo.hub import model_card
@@ -233,7 +235,8 @@ BLOCKS = [
     Block("docs/RESULTS.md", "sh3d-e50-runs", runs_table("sh3d-e50")),
     Block("docs/RESULTS.md", "sh3d-e50-comparison", comparison("sh3d-e50", folds_only=True)),
     Block("docs/RESULTS.md", "sh3d-folds-ablations", ablations("sh3d", folds_only=True)),
-    Block("docs/RESULTS.md", "kicad33-vs-pointnext", versus_pointnext("kicad33", ["kicad33-e30"])),
+    Block("docs/RESULTS.md", "kicad33-vs-pointnext", versus_pointnext("kicad33", ["kicad33-e30", "kicad33-recipe"])),
+    Block("docs/RESULTS.md", "kicad33-recipe-choice", recipe_choice(["kicad33-e30", "kicad33-recipe"], folds=False)),
     Block("docs/RESULTS.md", "sh3d-vs-pointnext",
           versus_pointnext("sh3d", ["sh3d-e50", "sh3d-recipe"], folds_only=True)),
     Block("docs/RESULTS.md", "sh3d-recipe-choice", recipe_choice(["sh3d-e50", "sh3d-recipe"])),
@@ -248,11 +251,11 @@ BLOCKS = [
     Block("docs/RESULTS.md", "load-time", load_time),
     Block("docs/RESULTS.md", "costs-pointnext", costs_pointnext),
     Block("docs/RESULTS.md", "serving-latency", serving_latency),
-    CardBlock("any2point-audio-whisper-kicad33", "kicad33-e30"),
-    CardBlock("any2point-language-minilm-kicad33", "kicad33-e30"),
-    CardBlock("any2point-vision-dinov2s-kicad33", "kicad33"),
-    CardBlock("any2point-audio-whisper-sh3d", "sh3d-e50", folds_only=True),
-    CardBlock("any2point-language-minilm-sh3d", "sh3d-e50", folds_only=True),
+    CardBlock("any2point-audio-whisper-kicad33", ("kicad33-e30", "kicad33-recipe")),
+    CardBlock("any2point-language-minilm-kicad33", ("kicad33-e30",)),
+    CardBlock("any2point-vision-dinov2s-kicad33", ("kicad33",)),
+    CardBlock("any2point-audio-whisper-sh3d", ("sh3d-e50", "sh3d-recipe", "sh3d-pointpn"), folds_only=True),
+    CardBlock("any2point-language-minilm-sh3d", ("sh3d-e50", "sh3d-pointpn"), folds_only=True),
 ]
 
 

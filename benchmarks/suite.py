@@ -6,7 +6,8 @@ the other projection, no guided adapter) for one backbone, and the random-backbo
     python -m benchmarks suite [--benchmark sh3d|kicad33] [--only NAME ...] [--ablation-backbone whisper]
                                [--no-ablations] [--seeds 0 1 2] [--folds 0 1 2 3 4] [--controls ...] [--jobs 2]
                                [--method-ablations] [--pointnext] [--install] [--runs-dir runs/<campaign>]
-    python -m benchmarks suite --benchmark kicad33 --shots 5 10 20 50 [--draws 3] --runs-dir runs/low-data
+    python -m benchmarks suite --benchmark kicad33 --shots 5 10 20 50 [--draws 3] [--recipe-change pointpn-cpu]
+                               [--backbone whisper] --runs-dir runs/low-data
 
 Recipes are train/configs/<benchmark>_<backbone>.toml; runs go to runs/<benchmark>/<name>. `--folds` runs every
 listed cross-validation round (`<name>-fold<k>`, `--fold k`: test = fold k, val = fold k+1) instead of the fixed
@@ -107,15 +108,22 @@ def main_runs(seed, first, benchmark="sh3d"):
     return out
 
 
-def low_data_runs(benchmark, shots, draws, backbone="whisper"):
+def low_data_runs(benchmark, shots, draws, backbone="whisper", recipe_change=None):
     """[Run] of the low-data curve: per k and draw (seed), Any2Point, its linear probe and PointNeXt-S on the same
-    k training models per class (train/run.py --shots k --seed s); one draw for k > 20, as the curve's protocol."""
+    k training models per class (train/run.py --shots k --seed s); one draw for k > 20, as the curve's protocol.
+    recipe_change: a METHOD_ABLATIONS key applied to the Any2Point and linear-probe runs (named and recorded as
+    such); PointNeXt-S keeps its own recipe."""
+    change, label = [], ""
+    if recipe_change:
+        change = ["--ablation", recipe_change, *[x for kv in METHOD_ABLATIONS[recipe_change][2] for x in ("--set", kv)]]
+        label = f"-{recipe_change}"
     out = []
     for k in shots:
         for s in range(draws if k <= 20 else 1):
             tag, flags = f"-{benchmark}-k{k}-seed{s}", ["--shots", str(k), "--seed", str(s)]
-            out += [Run(f"any2point-{backbone}{tag}", backbone, flags),
-                    Run(f"linear-probe-{backbone}{tag}", backbone, ["--variant", "linear_probe", *flags]),
+            out += [Run(f"any2point{label}-{backbone}{tag}", backbone, [*flags, *change]),
+                    Run(f"linear-probe{label}-{backbone}{tag}", backbone,
+                        ["--variant", "linear_probe", *flags, *change]),
                     Run(f"pointnext{tag}", "pointnext", flags)]
     return out
 
@@ -177,6 +185,9 @@ def main(argv=None):
     p.add_argument("--shots", type=int, nargs="+", help="instead: the low-data curve at these k (training models "
                    "per class): Whisper Any2Point, its linear probe and PointNeXt-S per k and draw")
     p.add_argument("--draws", type=int, default=3, help="with --shots: seeded draws per k <= 20 (default 3)")
+    p.add_argument("--recipe-change", choices=list(METHOD_ABLATIONS), help="with --shots: train Any2Point and its "
+                   "linear probe with this method ablation's changes (e.g. pointpn-cpu)")
+    p.add_argument("--backbone", default="whisper", choices=list(BACKBONES), help="with --shots: Any2Point's backbone")
     p.add_argument("--runs-dir", help="default: runs/<benchmark>")
     p.add_argument("--install", action="store_true", help="copy finished Any2Point entries into zoo/checkpoints/")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, one torch thread each when > 1")
@@ -184,7 +195,7 @@ def main(argv=None):
     a, extra = p.parse_known_args(argv)
     a.runs_dir = a.runs_dir or f"runs/{a.benchmark}"
     if a.shots:
-        plan = low_data_runs(a.benchmark, a.shots, a.draws)
+        plan = low_data_runs(a.benchmark, a.shots, a.draws, a.backbone, a.recipe_change)
         if a.folds:  # SweetHome3D: one draw per fold, each fold's test models
             plan = [Run(f"{r.name}-fold{k}", r.backbone, [*r.flags, "--fold", str(k)]) for k in a.folds for r in plan]
     else:

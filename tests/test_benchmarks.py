@@ -513,3 +513,36 @@ def test_a_card_takes_the_comparison_only_of_its_own_run():
                                         entry)
     assert not compare_runs.same_recipe(rec(run_config=fold["run_config"], entry={"model": {**model, "num_tokens": 128}}),
                                         entry)
+
+
+def test_a_card_compares_its_recipe_with_same_tokenizer_baselines_and_pointnext():
+    """The card of an entry retrained under a candidate that won on val takes the candidate's fold runs (labelled as
+    an ablation when they ran) as its own, keeps only baselines with its tokenizer, and always has PointNeXt-S."""
+    from benchmarks import compare_runs
+    tok = {"num_tokens": 64, "tokenizer": "pointpn", "k": 16}
+    recipe = {k: 1 for k in compare_runs.RECIPE_KEYS} | {"dataset": "sh3d"}
+    shipped = {"backbone": {"spec": "packaged:whisper-tiny-en"}, "training": recipe | {"votes": 10},
+               "model": tok | {"adapter_dropout": 0.1}, "adapter": {"sha256": "a" * 64}}
+
+    def rec(name, method="any2point", ablation=None, model=None, fold=0, backbone="whisper-tiny-en", acc=0.5):
+        r = record(name, backbone=backbone, method=method, ablation=ablation, fold=fold, acc=acc)
+        r.run_config = recipe | {"fold": fold}
+        r.entry = {"model": dict(model if model is not None else shipped["model"])}
+        return r
+    old_tok = {"num_tokens": 64, "tokenizer": "onestage", "k": 16}
+    recs = [rec("cand", ablation="pointpn-cpu", acc=0.7),
+            rec("old", model=old_tok | {"adapter_dropout": 0.1}, acc=0.6),  # the recipe before: not this entry
+            rec("lp-old", "linear_probe", model=old_tok),
+            rec("lp", "linear_probe", model=tok | {"adapter": False}, acc=0.4),
+            rec("pn", "pointnext", backbone="pointnext-sm", model={}, acc=0.8),
+            rec("pn-kicad", "pointnext", backbone="pointnext-sm", model={})]
+    recs[-1].benchmark = "kicad33"
+    selected, folds = compare_runs.card_records(shipped, recs, folds_only=True)
+    assert folds and sorted(r.name for r in selected) == ["cand", "lp", "pn"]
+    assert {(r.backbone, compare_runs.method_key(r)) for r in selected} == {
+        ("whisper-tiny-en", "any2point"), ("whisper-tiny-en", "linear_probe"), ("whisper-tiny-en", "pointnext")}
+    md = compare_runs.table(compare_runs.collect(selected, True), boot=200, backbones=["whisper-tiny-en"])
+    assert "| whisper-tiny-en | PointNeXt-S (from scratch) | 1 / 1 | 70.0% | 80.0% | -10.0 |" in md
+    # no fold run of the recipe and no run with its weights: refused, not filled with another model's rows
+    with pytest.raises(ValueError, match="weights"):
+        compare_runs.card_records(shipped, recs[1:], folds_only=True)

@@ -57,3 +57,15 @@ def test_suite_plans_the_curve_with_the_same_draws_for_every_method():
     assert by_draw[("--shots", "10", "--seed", "2")] == ["whisper", "whisper", "pointnext"]
     assert ("--shots", "50", "--seed", "1") not in by_draw
     assert [r.flags[:2] for r in plan if r.name.startswith("linear-probe")][0] == ["--variant", "linear_probe"]
+
+
+def test_suite_curve_with_a_recipe_change_labels_it_and_spares_pointnext():
+    from benchmarks.suite import METHOD_ABLATIONS, low_data_runs
+    plan = {r.name: r.flags for r in low_data_runs("sh3d", [10], draws=1, recipe_change="pointpn-cpu")}
+    assert set(plan) == {"any2point-pointpn-cpu-whisper-sh3d-k10-seed0", "linear-probe-pointpn-cpu-whisper-sh3d-k10-seed0",
+                         "pointnext-sh3d-k10-seed0"}
+    a2p = plan["any2point-pointpn-cpu-whisper-sh3d-k10-seed0"]
+    assert a2p[a2p.index("--ablation") + 1] == "pointpn-cpu"
+    assert [a2p[i + 1] for i, x in enumerate(a2p) if x == "--set"] == METHOD_ABLATIONS["pointpn-cpu"][2]
+    assert "--ablation" in plan["linear-probe-pointpn-cpu-whisper-sh3d-k10-seed0"]
+    assert plan["pointnext-sh3d-k10-seed0"] == ["--shots", "10", "--seed", "0"]
