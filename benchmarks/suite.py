@@ -5,7 +5,7 @@ the other projection, no guided adapter) for one backbone, and the random-backbo
     python -m train.data.sh3d --out data/sh3d          # once (kicad33: python -m train.data.kicad --out data/kicad33)
     python -m benchmarks suite [--benchmark sh3d|kicad33] [--only NAME ...] [--ablation-backbone whisper]
                                [--no-ablations] [--seeds 0 1 2] [--folds 0 1 2 3 4] [--controls ...] [--jobs 2]
-                               [--method-ablations] [--pointnext] [--install] [--runs-dir runs/<campaign>]
+                               [--method-ablations] [--pointnext] [--install | --install-as ENTRY] [--runs-dir runs/<campaign>]
     python -m benchmarks suite --benchmark kicad33 --shots 5 10 20 50 [--draws 3] [--recipe-change pointpn-cpu]
                                [--backbone whisper] --runs-dir runs/low-data
 
@@ -24,7 +24,8 @@ Any2Point on the backbone's architecture with random frozen weights, which tells
 `--pointnext` adds PointNeXt-S (train/configs/<benchmark>_pointnext.toml), the 3D network a practitioner would train
 instead, beside the main runs. `--shots` plans the low-data curve instead: per k and seeded draw, Whisper Any2Point,
 its linear probe and PointNeXt-S on the same k training models per class (with `--folds`, one draw per fold).
-`--install` copies the first-seed Any2Point entries of the fixed split into zoo/checkpoints/ (the embedded entries).
+`--install` copies the first-seed Any2Point entries of the fixed split into zoo/checkpoints/ (the embedded entries);
+`--install-as ENTRY` ships one run's entry (a recipe candidate chosen on val) under that entry's name.
 Every run writes its record (train/record.py: its key when it starts, its results when it ends) to
 benchmarks/results/<the runs dir's name>/<name>.json: commit those (the run folders do not outlive the machine);
 `python -m benchmarks render` builds the tables from them.
@@ -49,13 +50,18 @@ BENCHMARKS = ("sh3d", "kicad33")
 # The faithful-method ablations (issue #14), each paired against its backbone's recipe run: name -> (backbone, what
 # it changes, train/run.py --set flags). One place: the tables take the descriptions from here.
 _POINTPN = ["model.tokenizer=pointpn", "model.pointpn_stages=[256,128]"]  # 512 -> 256 -> 128 -> 64 tokens
+_POINTPN_CPU = [*_POINTPN, "model.k=16", "model.pointpn_embed_dim=48", "model.pointpn_widths=[96,192,384]",
+                "model.pointpn_hidden=[48,96,32]", "model.pointpn_blocks=[1,1,1]"]
 METHOD_ABLATIONS = {
     "pointpn-official": ("whisper", "hierarchical Point-PN, official widths and k = 64 (stages halve the cloud)",
                          [*_POINTPN, "model.k=64"]),
     "pointpn-cpu": ("whisper", "hierarchical Point-PN, CPU-sized (k = 16, embedding 48, widths 96/192/384, one "
                     "block a stage)",
-                    [*_POINTPN, "model.k=16", "model.pointpn_embed_dim=48", "model.pointpn_widths=[96,192,384]",
-                     "model.pointpn_hidden=[48,96,32]", "model.pointpn_blocks=[1,1,1]"]),
+                    _POINTPN_CPU),
+    # the low-data runs' schedule (issue #26): at k = 10 the full-data epochs are a fifth of the steps, and the
+    # 30-epoch run ended at train accuracy 34% (underfit); 100 epochs give about two thirds of the full-data steps
+    "pointpn-cpu-e100": ("whisper", "hierarchical Point-PN, CPU-sized, and 100 epochs (warm-up 10)",
+                         [*_POINTPN_CPU, "epochs=100", "warmup_epochs=10"]),
     "guided-full": ("whisper", "full-width guided adapter (official structure)", ["model.guided_mode=full"]),
     "views-tilted": ("minilm", "six distinct (tilted) 1D views instead of the mirror pairs", ["model.views_1d=tilted"]),
     "official-items": ("whisper", "official recipe items: per-step resampling, no decay on biases/norms/cls, adapter "
@@ -190,6 +196,8 @@ def main(argv=None):
     p.add_argument("--backbone", default="whisper", choices=list(BACKBONES), help="with --shots: Any2Point's backbone")
     p.add_argument("--runs-dir", help="default: runs/<benchmark>")
     p.add_argument("--install", action="store_true", help="copy finished Any2Point entries into zoo/checkpoints/")
+    p.add_argument("--install-as", metavar="ENTRY", help="with one --only run: ship its entry as zoo/checkpoints/ENTRY "
+                   "(a recipe candidate chosen on val replacing that entry)")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, one torch thread each when > 1")
     p.add_argument("--dry-run", action="store_true")
     a, extra = p.parse_known_args(argv)
@@ -202,6 +210,8 @@ def main(argv=None):
         plan = runs(None if a.no_ablations else a.ablation_backbone, a.seeds, a.controls, a.benchmark, a.folds,
                     a.method_ablations, a.pointnext)
     todo = [r for r in plan if not a.only or r.name in a.only]
+    if a.install_as and len(todo) != 1:
+        p.error(f"--install-as needs exactly one run (--only NAME); {len(todo)} planned")
     records = ROOT / "benchmarks" / "results" / Path(a.runs_dir).name
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1") if a.jobs > 1 else None
 
@@ -230,11 +240,27 @@ def main(argv=None):
             f.result()  # the first failure stops the suite (finished runs are kept)
     for run in todo:
         out = ROOT / a.runs_dir / run.name
-        if a.install and run.install and (out / "entry" / "config.json").exists():
-            dest = ROOT / "zoo" / "checkpoints" / run.name
-            shutil.rmtree(dest, ignore_errors=True)
-            shutil.copytree(out / "entry", dest)
-            print(f"[installed] {dest.relative_to(ROOT)}")
+        if a.install_as and (out / "entry" / "config.json").exists():
+            print(f"[installed] {install(out / 'entry', a.install_as).relative_to(ROOT)} (from {run.name})")
+        elif a.install and run.install and (out / "entry" / "config.json").exists():
+            print(f"[installed] {install(out / 'entry', run.name).relative_to(ROOT)}")
+
+
+def install(entry, name, root=ROOT):
+    """Copy a finished run's entry into zoo/checkpoints/<name> under that name (a recipe candidate that won on val
+    ships as the entry it replaces: same weights, the entry's name, its card written again)."""
+    import json
+
+    from zoo.hub import rewrite_card
+    dest = Path(root) / "zoo" / "checkpoints" / name
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(entry, dest)
+    config = json.loads((dest / "config.json").read_text())
+    if config["name"] != name:
+        config["name"] = name
+        (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        rewrite_card(dest)
+    return dest
 
 
 if __name__ == "__main__":

@@ -189,3 +189,19 @@ def test_export_cli_writes_a_checked_file(tiny_entry, tmp_path, capsys):
     assert code == 0 and (tmp_path / "tiny.onnx").stat().st_size > 0 and "onnxruntime matches torch" in out
     code, _, err = run(["export", "any2point-audio-ast-scanobjectnn", "--onnx", tmp_path / "x.onnx"], capsys)
     assert code == 2 and "is a recipe, not a trained model" in err
+
+
+def test_suite_installs_a_candidate_under_the_entry_name(tiny_entry, tmp_path):
+    """A recipe candidate that won on val ships under the name of the entry it replaces: same weights, that name in
+    its config and card, and it loads."""
+    from benchmarks.suite import install
+    from zoo.registry import load_artifact
+    dest = install(tiny_entry, "any2point-audio-tiny-blobs", root=tmp_path)
+    assert dest == tmp_path / "zoo" / "checkpoints" / "any2point-audio-tiny-blobs"
+    config = json.loads((dest / "config.json").read_text())
+    assert config["name"] == "any2point-audio-tiny-blobs"
+    assert "any2point-audio-tiny-blobs" in (dest / "README.md").read_text()
+    assert "tiny-entry" not in (dest / "README.md").read_text().replace("any2point-audio-tiny-blobs", "")
+    assert (dest / "adapter.safetensors").read_bytes() == (Path(tiny_entry) / "adapter.safetensors").read_bytes()
+    model = load_artifact(dest)
+    assert model.info.name == "any2point-audio-tiny-blobs"
