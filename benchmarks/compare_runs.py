@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.suite import METHOD_ABLATIONS, ablation_text
+from benchmarks.suite import METHOD_ABLATIONS, ablation_text, recipe_name
 from train.record import RunRecord, load_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,10 +244,10 @@ def card_records(shipped, records, folds_only=False):
     return out, folds
 
 
-def card_comparison(entry_dir, records, folds_only=False, boot=10000):
+def card_comparison(entry_dir, records, folds_only=False, boot=10000, campaign=None):
     """The model card's "Compared with baselines" lines of the shipped entry in `entry_dir` (card_records: its own
-    runs, the baselines of its recipe, PointNeXt-S), their resolution and protocol. ValueError where no record is
-    this entry's run."""
+    runs, the baselines of its recipe, PointNeXt-S), their resolution and protocol, and the suite command for a
+    baseline not yet run on this recipe (into runs/<campaign>). ValueError where no record is this entry's run."""
     shipped = json.loads((Path(entry_dir) / "config.json").read_text())
     from zoo.specs import short_name
     backbone = short_name(shipped["backbone"]["spec"])
@@ -255,8 +255,18 @@ def card_comparison(entry_dir, records, folds_only=False, boot=10000):
         selected, folds = card_records(shipped, records, folds_only)
     except ValueError as err:
         raise ValueError(f"{entry_dir}: {err}") from None
-    rows = table(collect(selected, folds), boot, backbones=[backbone]).splitlines()
+    results = collect(selected, folds)
+    rows = table(results, boot, backbones=[backbone]).splitlines()
     mine = [r for r in selected if r.method == "any2point"]
+    missing = [m for m in ("linear_probe", "from_scratch") if (backbone, m) not in results]
+    if missing:
+        dataset = shipped["training"]["dataset"]
+        short = recipe_name(dataset, backbone)
+        names = " ".join(f"baseline-{m.replace('_', '-')}-{short}" for m in missing)
+        where = " --folds 0 1 2 3 4" if folds else ""
+        rows += ["", f"Not yet run on this entry's recipe: {', '.join(METHODS[m] for m in missing)} "
+                     f"(`python -m benchmarks suite --benchmark {dataset} --no-ablations{where} --only {names} "
+                     f"--runs-dir runs/{campaign or '<campaign>'}`)."]
     fold_ids = sorted({r.fold for r in mine if r.fold is not None})
     split = ("5-fold cross-validation (every model tested once)" if len(fold_ids) == 5 else
              f"cross-validation folds {', '.join(map(str, fold_ids))} of 5" if fold_ids else "the default test split")

@@ -138,6 +138,18 @@ def recipe(benchmark, short):
     return CONFIGS / f"{benchmark}_{short}.toml"
 
 
+def recipe_name(benchmark, backbone):
+    """A records' backbone name (zoo.specs.short_name: whisper-tiny-en) -> the suite's name of its recipe (whisper)."""
+    import tomllib
+
+    from zoo.specs import short_name
+    for short in BACKBONES:
+        path = recipe(benchmark, short)
+        if path.exists() and short_name(tomllib.loads(path.read_text())["backbone"]) == backbone:
+            return short
+    raise ValueError(f"no train/configs/{benchmark}_*.toml trains {backbone}")
+
+
 def recipe_pe(short, benchmark="sh3d"):
     """The projection a backbone's recipe uses: its [model] pe, or the backbone's own kind (DINOv2 2D, else 1D)."""
     import tomllib

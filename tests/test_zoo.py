@@ -398,4 +398,7 @@ def test_every_task_ships_one_trained_entry_per_modality_with_its_dataset_classe
         if task == "kicad33":
             assert len(classes) == 33 and "license: cc-by-sa-4.0" in card and entry.license == "cc-by-sa-4.0"
             assert "data licence: CC-BY-SA-4.0 WITH KiCad-libraries-exception" in card
-            assert "## Compared with baselines" in card and "linear probe" in card and "from scratch" in card
+            assert "## Compared with baselines" in card and "| PointNeXt-S (from scratch) |" in card
+            for baseline in ("linear probe", "from scratch"):  # a row, or the command that makes it
+                assert f"| {baseline} |" in card or (f"Not yet run on this entry's recipe: " in card and
+                                                    f"baseline-{baseline.replace(' ', '-')}-" in card)
