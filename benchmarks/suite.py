@@ -188,7 +188,8 @@ def runs(ablation_backbone, seeds=(0,), controls=(), benchmark="sh3d", folds=Non
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--benchmark", default="sh3d", choices=BENCHMARKS)
-    p.add_argument("--only", nargs="*", help="run only these names")
+    p.add_argument("--only", nargs="*", help="run only these names (with --folds, a name without -fold<k> takes "
+                   "every fold of it)")
     p.add_argument("--ablation-backbone", default="whisper", choices=list(BACKBONES))
     p.add_argument("--no-ablations", action="store_true", help="main runs (and controls) only")
     p.add_argument("--method-ablations", action="store_true",
@@ -221,7 +222,8 @@ def main(argv=None):
     else:
         plan = runs(None if a.no_ablations else a.ablation_backbone, a.seeds, a.controls, a.benchmark, a.folds,
                     a.method_ablations, a.pointnext)
-    todo = [r for r in plan if not a.only or r.name in a.only]
+    # --only NAME takes a run, or with --folds every fold of it (NAME-fold<k>)
+    todo = [r for r in plan if not a.only or r.name in a.only or r.name.rpartition("-fold")[0] in a.only]
     if a.install_as and len(todo) != 1:
         p.error(f"--install-as needs exactly one run (--only NAME); {len(todo)} planned")
     records = ROOT / "benchmarks" / "results" / Path(a.runs_dir).name

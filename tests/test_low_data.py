@@ -69,3 +69,12 @@ def test_suite_curve_with_a_recipe_change_labels_it_and_spares_pointnext():
     assert [a2p[i + 1] for i, x in enumerate(a2p) if x == "--set"] == METHOD_ABLATIONS["pointpn-cpu"][2]
     assert "--ablation" in plan["linear-probe-pointpn-cpu-whisper-sh3d-k10-seed0"]
     assert plan["pointnext-sh3d-k10-seed0"] == ["--shots", "10", "--seed", "0"]
+
+
+def test_suite_only_takes_every_fold_of_a_name(capsys):
+    from benchmarks.suite import main
+    main(["--benchmark", "sh3d", "--no-ablations", "--folds", "0", "3", "--only", "baseline-linear-probe-whisper",
+          "any2point-audio-whisper-sh3d-fold3", "--runs-dir", "runs/test-only-folds", "--dry-run"])
+    planned = [ln.split(":")[0] for ln in capsys.readouterr().out.splitlines() if ln.startswith("[run]")]
+    assert sorted(planned) == ["[run] any2point-audio-whisper-sh3d-fold3", "[run] baseline-linear-probe-whisper-fold0",
+                               "[run] baseline-linear-probe-whisper-fold3"]
