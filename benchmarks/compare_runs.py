@@ -210,6 +210,14 @@ def _model(record):
     return (record.entry or {}).get("model") or (record.run_config or {}).get("model") or {}
 
 
+def _config_tokenizer(dataset, short):
+    """The tokenizer settings train/configs/<dataset>_<short>.toml trains, as an entry's config.json stores them
+    (but num_points, which train/run.py sets from the run's points)."""
+    from train.run import load_config
+    model = load_config(ROOT / "train" / "configs" / f"{dataset}_{short}.toml")["model"].to_dict()
+    return {k: v for k, v in model.items() if k in TOKENIZER_KEYS and k != "num_points"}
+
+
 def card_records(shipped, records, folds_only=False):
     """The records a shipped entry's card compares -> (records relabelled for `collect`, folds used): the Any2Point
     runs of the entry (its weights on the default split; with folds_only, its recipe trained once per fold, whatever
@@ -262,11 +270,16 @@ def card_comparison(entry_dir, records, folds_only=False, boot=10000, campaign=N
     if missing:
         dataset = shipped["training"]["dataset"]
         short = recipe_name(dataset, backbone)
-        names = " ".join(f"baseline-{m.replace('_', '-')}-{short}" for m in missing)
-        where = " --folds 0 1 2 3 4" if folds else ""
-        rows += ["", f"Not yet run on this entry's recipe: {', '.join(METHODS[m] for m in missing)} "
-                     f"(`python -m benchmarks suite --benchmark {dataset} --no-ablations{where} --only {names} "
-                     f"--runs-dir runs/{campaign or '<campaign>'}`)."]
+        what = f"Not yet run on this entry's recipe: {', '.join(METHODS[m] for m in missing)}"
+        if _config_tokenizer(dataset, short) != {k: v for k, v in (shipped.get("model") or {}).items()
+                                                 if k in TOKENIZER_KEYS and k != "num_points"}:
+            rows += ["", f"{what} (the entry predates the tokenizer of train/configs/{dataset}_{short}.toml, so the "
+                         "suite would train another recipe's baselines: retrain the entry first)."]
+        else:
+            names = " ".join(f"baseline-{m.replace('_', '-')}-{short}" for m in missing)
+            where = " --folds 0 1 2 3 4" if folds else ""
+            rows += ["", f"{what} (`python -m benchmarks suite --benchmark {dataset} --no-ablations{where} --only "
+                         f"{names} --runs-dir runs/{campaign or '<campaign>'}`)."]
     fold_ids = sorted({r.fold for r in mine if r.fold is not None})
     split = ("5-fold cross-validation (every model tested once)" if len(fold_ids) == 5 else
              f"cross-validation folds {', '.join(map(str, fold_ids))} of 5" if fold_ids else "the default test split")

@@ -257,6 +257,7 @@ BLOCKS = [
     CardBlock("any2point-vision-dinov2s-kicad33", ("kicad33",)),
     CardBlock("any2point-audio-whisper-sh3d", ("sh3d-e50", "sh3d-recipe", "sh3d-pointpn"), folds_only=True),
     CardBlock("any2point-language-minilm-sh3d", ("sh3d-e50", "sh3d-pointpn"), folds_only=True),
+    CardBlock("any2point-vision-dinov2s-sh3d", ("sh3d-e50", "sh3d-pointpn"), folds_only=True),
 ]
 
 

@@ -546,3 +546,24 @@ def test_a_card_compares_its_recipe_with_same_tokenizer_baselines_and_pointnext(
     # no fold run of the recipe and no run with its weights: refused, not filled with another model's rows
     with pytest.raises(ValueError, match="weights"):
         compare_runs.card_records(shipped, recs[1:], folds_only=True)
+
+
+def test_a_card_names_the_command_only_for_its_own_recipe(tmp_path):
+    """A card missing a baseline gives the suite command that trains it, unless the entry predates its config's
+    tokenizer (the command would then train another recipe's baseline)."""
+    from benchmarks import compare_runs
+    model = compare_runs._config_tokenizer("sh3d", "whisper")
+    recipe = {k: 1 for k in compare_runs.RECIPE_KEYS} | {"dataset": "sh3d"}
+    for tokenizer, expect in (({}, "--only baseline-linear-probe-whisper baseline-from-scratch-whisper"),
+                              ({"tokenizer": "onestage"}, "the entry predates the tokenizer")):
+        shipped = {"backbone": {"spec": "packaged:whisper-tiny-en"}, "training": recipe,
+                   "model": model | tokenizer, "adapter": {"sha256": "a" * 64}}
+        (tmp_path / "config.json").write_text(json.dumps(shipped))
+        mine = record("mine", fold=None, acc=0.7)
+        mine.entry = {"adapter_sha256": "a" * 64, "model": shipped["model"]}
+        pn = record("pn", backbone="pointnext-sm", method="pointnext", fold=None, acc=0.6)
+        lines = compare_runs.card_comparison(tmp_path, [mine, pn], folds_only=True, boot=100, campaign="c")
+        assert any(ln.startswith("| whisper-tiny-en | PointNeXt-S (from scratch) | 1 / 1 | 70.0% | 60.0% |")
+                   for ln in lines)
+        note = next(ln for ln in lines if ln.startswith("Not yet run on this entry's recipe: linear probe, from"))
+        assert expect in note and ("--runs-dir runs/c" in note) == (not tokenizer)
