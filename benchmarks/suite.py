@@ -260,13 +260,13 @@ def main(argv=None):
             print(f"[installed] {install(out / 'entry', run.name).relative_to(ROOT)}")
 
 
-def install(entry, name, root=ROOT):
+def install(entry, name, root=None):
     """Copy a finished run's entry into zoo/checkpoints/<name> under that name (a recipe candidate that won on val
     ships as the entry it replaces: same weights, the entry's name, its card written again)."""
     import json
 
     from zoo.hub import rewrite_card
-    dest = Path(root) / "zoo" / "checkpoints" / name
+    dest = Path(root or ROOT) / "zoo" / "checkpoints" / name  # ROOT read at call time (tests point it elsewhere)
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(entry, dest)
     config = json.loads((dest / "config.json").read_text())
