@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.suite import METHOD_ABLATIONS, ablation_text, recipe_name
+from benchmarks.suite import METHOD_ABLATIONS, ablation_text, recipe, recipe_name
 from train.record import RunRecord, load_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,16 +206,23 @@ TOKENIZER_KEYS = ("num_points", "num_tokens", "tokenizer", "k", "tokenizer_dim",
                   "pointpn_widths", "pointpn_hidden", "pointpn_blocks")
 
 
+def _tokenizer(model, keys=TOKENIZER_KEYS):
+    """The tokenizer settings of a model config dict (an entry's or a record's "model")."""
+    return {k: v for k, v in (model or {}).items() if k in keys}
+
+
 def _model(record):
     return (record.entry or {}).get("model") or (record.run_config or {}).get("model") or {}
 
 
+# what a recipe file sets of the tokenizer: all but num_points, which train/run.py sets from the run's points
+_RECIPE_TOKENIZER_KEYS = tuple(k for k in TOKENIZER_KEYS if k != "num_points")
+
+
 def _config_tokenizer(dataset, short):
-    """The tokenizer settings train/configs/<dataset>_<short>.toml trains, as an entry's config.json stores them
-    (but num_points, which train/run.py sets from the run's points)."""
+    """The tokenizer settings train/configs/<dataset>_<short>.toml trains, as an entry's config.json stores them."""
     from train.run import load_config
-    model = load_config(ROOT / "train" / "configs" / f"{dataset}_{short}.toml")["model"].to_dict()
-    return {k: v for k, v in model.items() if k in TOKENIZER_KEYS and k != "num_points"}
+    return _tokenizer(load_config(recipe(dataset, short))["model"].to_dict(), _RECIPE_TOKENIZER_KEYS)
 
 
 def card_records(shipped, records, folds_only=False):
@@ -226,7 +233,7 @@ def card_records(shipped, records, folds_only=False):
     from zoo.specs import short_name
     backbone = short_name(shipped["backbone"]["spec"])
     dataset = shipped["training"]["dataset"]
-    tokenizer = {k: v for k, v in (shipped.get("model") or {}).items() if k in TOKENIZER_KEYS}
+    tokenizer = _tokenizer(shipped.get("model"))
 
     def mine(folds):
         check = same_recipe if folds else is_shipped
@@ -247,7 +254,7 @@ def card_records(shipped, records, folds_only=False):
             out.append(dataclasses.replace(r, backbone=backbone))
         elif r.backbone == backbone and r.method in BASELINES and not r.ablation and \
                 all((r.run_config or {}).get(k) == trained.get(k) for k in RECIPE_KEYS if k != "seed") and \
-                {k: v for k, v in _model(r).items() if k in TOKENIZER_KEYS} == tokenizer:
+                _tokenizer(_model(r)) == tokenizer:
             out.append(r)
     return out, folds
 
@@ -258,7 +265,7 @@ def card_comparison(entry_dir, records, folds_only=False, boot=10000, campaign=N
     baseline not yet run on this recipe (into runs/<campaign>). ValueError where no record is this entry's run."""
     shipped = json.loads((Path(entry_dir) / "config.json").read_text())
     from zoo.specs import short_name
-    backbone = short_name(shipped["backbone"]["spec"])
+    backbone, dataset = short_name(shipped["backbone"]["spec"]), shipped["training"]["dataset"]
     try:
         selected, folds = card_records(shipped, records, folds_only)
     except ValueError as err:
@@ -268,11 +275,9 @@ def card_comparison(entry_dir, records, folds_only=False, boot=10000, campaign=N
     mine = [r for r in selected if r.method == "any2point"]
     missing = [m for m in ("linear_probe", "from_scratch") if (backbone, m) not in results]
     if missing:
-        dataset = shipped["training"]["dataset"]
         short = recipe_name(dataset, backbone)
         what = f"Not yet run on this entry's recipe: {', '.join(METHODS[m] for m in missing)}"
-        if _config_tokenizer(dataset, short) != {k: v for k, v in (shipped.get("model") or {}).items()
-                                                 if k in TOKENIZER_KEYS and k != "num_points"}:
+        if _config_tokenizer(dataset, short) != _tokenizer(shipped.get("model"), _RECIPE_TOKENIZER_KEYS):
             rows += ["", f"{what} (the entry predates the tokenizer of train/configs/{dataset}_{short}.toml, so the "
                          "suite would train another recipe's baselines: retrain the entry first)."]
         else:
@@ -286,10 +291,10 @@ def card_comparison(entry_dir, records, folds_only=False, boot=10000, campaign=N
     if fold_ids:
         split += ("; the Any2Point rows are this entry's recipe trained once per fold (the shipped weights are the "
                   "same recipe on the default split)")
-    protocol = (f"Protocol: {shipped['training']['dataset']}, {split}; each run's best epoch on val, one pass on test "
+    protocol = (f"Protocol: {dataset}, {split}; each run's best epoch on val, one pass on test "
                 f"(no voting); {len(mine)} Any2Point run(s) over seeds and folds, baselines on the same recipe and "
                 "split, PointNeXt-S (torch-pointcloud `pointnext-sm`, from scratch) on its own recipe "
-                f"(train/configs/{shipped['training']['dataset']}_pointnext.toml) and the same split; a paired 95% "
+                f"(train/configs/{dataset}_pointnext.toml) and the same split; a paired 95% "
                 "bootstrap interval over families (kicad33) or models (SweetHome3D). Generated by "
                 "`python -m benchmarks render` from the run records.")
     return [*rows, "", protocol]

@@ -97,10 +97,15 @@ class Run(NamedTuple):
     install: bool = False
 
 
+def ablation_flags(key):
+    """train/run.py flags of method ablation `key`: its label and its --set changes."""
+    return ["--ablation", key, *[x for kv in METHOD_ABLATIONS[key][2] for x in ("--set", kv)]]
+
+
 def method_ablation_runs(names=None):
     """[Run] of the faithful-method ablations (all, or those named)."""
-    return [Run(f"ablation-{key}-{short}", short, ["--ablation", key, *[x for kv in sets for x in ("--set", kv)]])
-            for key, (short, _, sets) in METHOD_ABLATIONS.items() if names is None or key in names]
+    return [Run(f"ablation-{key}-{short}", short, ablation_flags(key))
+            for key, (short, _, _) in METHOD_ABLATIONS.items() if names is None or key in names]
 
 
 def main_runs(seed, first, benchmark="sh3d"):
@@ -119,10 +124,7 @@ def low_data_runs(benchmark, shots, draws, backbone="whisper", recipe_change=Non
     k training models per class (train/run.py --shots k --seed s); one draw for k > 20, as the curve's protocol.
     recipe_change: a METHOD_ABLATIONS key applied to the Any2Point and linear-probe runs (named and recorded as
     such); PointNeXt-S keeps its own recipe."""
-    change, label = [], ""
-    if recipe_change:
-        change = ["--ablation", recipe_change, *[x for kv in METHOD_ABLATIONS[recipe_change][2] for x in ("--set", kv)]]
-        label = f"-{recipe_change}"
+    change, label = (ablation_flags(recipe_change), f"-{recipe_change}") if recipe_change else ([], "")
     out = []
     for k in shots:
         for s in range(draws if k <= 20 else 1):
@@ -138,23 +140,24 @@ def recipe(benchmark, short):
     return CONFIGS / f"{benchmark}_{short}.toml"
 
 
+def recipe_toml(benchmark, short):
+    """The raw settings of a recipe file (train/run.py load_config checks them; here only read)."""
+    import tomllib
+    return tomllib.loads(recipe(benchmark, short).read_text())
+
+
 def recipe_name(benchmark, backbone):
     """A records' backbone name (zoo.specs.short_name: whisper-tiny-en) -> the suite's name of its recipe (whisper)."""
-    import tomllib
-
     from zoo.specs import short_name
     for short in BACKBONES:
-        path = recipe(benchmark, short)
-        if path.exists() and short_name(tomllib.loads(path.read_text())["backbone"]) == backbone:
+        if recipe(benchmark, short).exists() and short_name(recipe_toml(benchmark, short)["backbone"]) == backbone:
             return short
     raise ValueError(f"no train/configs/{benchmark}_*.toml trains {backbone}")
 
 
 def recipe_pe(short, benchmark="sh3d"):
     """The projection a backbone's recipe uses: its [model] pe, or the backbone's own kind (DINOv2 2D, else 1D)."""
-    import tomllib
-    cfg = tomllib.loads(recipe(benchmark, short).read_text())
-    pe = cfg.get("model", {}).get("pe", "auto")
+    pe = recipe_toml(benchmark, short).get("model", {}).get("pe", "auto")
     return pe if pe in ("1d", "2d") else ("2d" if short == "dinov2s" else "1d")
 
 
