@@ -219,6 +219,20 @@ def _model(record):
 _RECIPE_TOKENIZER_KEYS = tuple(k for k in TOKENIZER_KEYS if k != "num_points")
 
 
+def recipe_label(record, key="pointpn-cpu"):
+    """A run without an ablation label whose model has every model setting of method ablation `key` (a candidate that
+    became the recipe: such runs were trained after the choice) labelled `key`, so the tables tell it from the
+    earlier recipe's runs of the same method and backbone, which carry no label either."""
+    if record.ablation or record.method == "pointnext":
+        return record
+    from train.run import parse_setting
+    model = _model(record)
+    settings = [parse_setting(kv) for kv in METHOD_ABLATIONS[key][2]]
+    if all(model.get(k.removeprefix("model.")) == v for k, v in settings if k.startswith("model.")):
+        return dataclasses.replace(record, ablation=key)
+    return record
+
+
 def _config_tokenizer(dataset, short):
     """The tokenizer settings train/configs/<dataset>_<short>.toml trains, as an entry's config.json stores them."""
     from train.run import load_config
@@ -251,7 +265,8 @@ def card_records(shipped, records, folds_only=False):
         if not r.done or r.shots is not None or (r.fold is not None) != folds or r.benchmark != dataset:
             continue
         if r.method == "pointnext":
-            out.append(dataclasses.replace(r, backbone=backbone))
+            if not r.ablation:  # its own recipe; a diagnostic run of it (e.g. at 512 points) is not the baseline
+                out.append(dataclasses.replace(r, backbone=backbone))
         elif r.backbone == backbone and r.method in BASELINES and not r.ablation and \
                 all((r.run_config or {}).get(k) == trained.get(k) for k in RECIPE_KEYS if k != "seed") and \
                 _tokenizer(_model(r)) == tokenizer:

@@ -90,7 +90,7 @@ def ncm_records(benchmark, entries, data_root=None, out=RECORDS):
 
 def label(backbone, method, ablation):
     if method == "pointnext":
-        return "PointNeXt-S (from scratch)"
+        return "PointNeXt-S (from scratch)" + (f", {ablation}" if ablation else "")
     if method == "ncm":
         seen = "own task: saw all labels" if ablation == "own-task-entry" else "other task"
         return f"NCM on the {backbone} entry's embed() ({seen})"

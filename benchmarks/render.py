@@ -132,8 +132,9 @@ def load_time(root):
 def versus_pointnext(benchmark, campaigns, folds_only=False):
     """Each method's full-data runs in `campaigns` against PointNeXt-S's (campaign pointnext), paired."""
     def render(root):
+        from benchmarks.compare_runs import recipe_label
         from benchmarks.low_data import curves, table
-        records = [r for c in (*campaigns, "pointnext") for r in _records(root, c)
+        records = [recipe_label(r) for c in (*campaigns, "pointnext") for r in _records(root, c)
                    if not folds_only or r.fold is not None]
         rows = curves(records, benchmark, ks=[None])
         return table(rows) if rows else "No finished runs yet."
@@ -236,7 +237,7 @@ BLOCKS = [
     Block("docs/RESULTS.md", "sh3d-e50-runs", runs_table("sh3d-e50")),
     Block("docs/RESULTS.md", "sh3d-e50-comparison", comparison("sh3d-e50", folds_only=True)),
     Block("docs/RESULTS.md", "sh3d-folds-ablations", ablations("sh3d", folds_only=True)),
-    Block("docs/RESULTS.md", "kicad33-vs-pointnext", versus_pointnext("kicad33", ["kicad33-e30", "kicad33-recipe"])),
+    Block("docs/RESULTS.md", "kicad33-vs-pointnext", versus_pointnext("kicad33", ["kicad33-e30", "kicad33-recipe", "kicad33-pointpn"])),
     Block("docs/RESULTS.md", "kicad33-recipe-choice", recipe_choice(["kicad33-e30", "kicad33-recipe"], folds=False)),
     Block("docs/RESULTS.md", "sh3d-vs-pointnext",
           versus_pointnext("sh3d", ["sh3d-e50", "sh3d-recipe"], folds_only=True)),

@@ -1,5 +1,6 @@
 """The benchmark commands run and print the tables they promise: speed (--quick), overhead, the tables built from run
 records, and the app load test (on a stand-in app, and on the real app when it has a /predict endpoint)."""
+import dataclasses
 import json
 import os
 import re
@@ -535,8 +536,9 @@ def test_a_card_compares_its_recipe_with_same_tokenizer_baselines_and_pointnext(
             rec("lp-old", "linear_probe", model=old_tok),
             rec("lp", "linear_probe", model=tok | {"adapter": False}, acc=0.4),
             rec("pn", "pointnext", backbone="pointnext-sm", model={}, acc=0.8),
+            rec("pn-512", "pointnext", ablation="points-512", backbone="pointnext-sm", model={}, acc=0.1),
             rec("pn-kicad", "pointnext", backbone="pointnext-sm", model={})]
-    recs[-1].benchmark = "kicad33"
+    recs[-1].benchmark = "kicad33"  # another dataset's PointNeXt-S, and above a diagnostic run of it: not the row
     selected, folds = compare_runs.card_records(shipped, recs, folds_only=True)
     assert folds and sorted(r.name for r in selected) == ["cand", "lp", "pn"]
     assert {(r.backbone, compare_runs.method_key(r)) for r in selected} == {
@@ -567,3 +569,23 @@ def test_a_card_names_the_command_only_for_its_own_recipe(tmp_path):
                    for ln in lines)
         note = next(ln for ln in lines if ln.startswith("Not yet run on this entry's recipe: linear probe, from"))
         assert expect in note and ("--runs-dir runs/c" in note) == (not tokenizer)
+
+
+def test_runs_of_a_candidate_that_became_the_recipe_are_labelled_as_it():
+    """After the choice the recipe's runs carry no ablation label, like the earlier recipe's runs of the same method
+    and backbone: the full-data tables label them by their model settings, never pooling the two recipes."""
+    from benchmarks.compare_runs import _config_tokenizer, recipe_label
+    from benchmarks.low_data import curves
+    now = _config_tokenizer("sh3d", "minilm")  # the recipe file's tokenizer: the CPU-sized Point-PN
+    rec = lambda name, model, **kw: dataclasses.replace(  # noqa: E731
+        record(name, backbone="minilm-l6", fold=None, **kw), entry={"model": model})
+    new, old = rec("new", now, acc=0.7), rec("old", {"tokenizer": "onestage", "k": 16}, acc=0.5)
+    official = rec("off", now | {"k": 64}, acc=0.6)  # Point-PN, but not the CPU size
+    assert recipe_label(new).ablation == "pointpn-cpu"
+    assert recipe_label(old).ablation is None and recipe_label(official).ablation is None
+    labelled = rec("cand", now, ablation="pointpn-cpu-e100")
+    assert recipe_label(labelled).ablation == "pointpn-cpu-e100"  # a label given when it ran is kept
+    rows = curves([recipe_label(r) for r in (new, old)], "sh3d", boot=50, ks=[None])
+    assert sorted(rows) == ["Any2Point (minilm-l6)", "Any2Point (minilm-l6), pointpn-cpu"]
+    assert (rows["Any2Point (minilm-l6), pointpn-cpu"][None][0], rows["Any2Point (minilm-l6)"][None][0]) == (0.7, 0.5)
+    assert rows["Any2Point (minilm-l6)"][None][3] == 1  # one run each, not two pooled
