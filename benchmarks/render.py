@@ -30,10 +30,14 @@ def _json(root, name):
     return json.loads((Path(root) / RESULTS / name).read_text())
 
 
-def runs_table(campaign):
+def runs_table(*campaigns, recipe=None):
+    """The runs of `campaigns`; recipe: the method ablation that became the recipe, whose candidate runs are shown
+    as the recipe they now are."""
     def render(root):
         from benchmarks.results_table import rows, table
-        return table(rows(_records(root, campaign)))
+        records = [dataclasses.replace(r, ablation=None) if recipe and r.ablation == recipe else r
+                   for c in campaigns for r in _records(root, c)]
+        return table(rows(records))
     return render
 
 
@@ -228,6 +232,8 @@ class CardBlock:
 
 BLOCKS = [
     Block("README.md", "entries", entries),
+    Block("docs/RESULTS.md", "kicad33-pointpn-runs",
+          runs_table("kicad33-recipe", "kicad33-pointpn", recipe="pointpn-cpu")),
     Block("docs/RESULTS.md", "kicad33-e30-runs", runs_table("kicad33-e30")),
     Block("docs/RESULTS.md", "kicad33-e30-comparison", comparison("kicad33-e30")),
     Block("docs/RESULTS.md", "kicad33-runs", runs_table("kicad33")),
@@ -237,7 +243,8 @@ BLOCKS = [
     Block("docs/RESULTS.md", "sh3d-e50-runs", runs_table("sh3d-e50")),
     Block("docs/RESULTS.md", "sh3d-e50-comparison", comparison("sh3d-e50", folds_only=True)),
     Block("docs/RESULTS.md", "sh3d-folds-ablations", ablations("sh3d", folds_only=True)),
-    Block("docs/RESULTS.md", "kicad33-vs-pointnext", versus_pointnext("kicad33", ["kicad33-e30", "kicad33-recipe", "kicad33-pointpn"])),
+    Block("docs/RESULTS.md", "kicad33-vs-pointnext",
+          versus_pointnext("kicad33", ["kicad33-e30", "kicad33-recipe", "kicad33-pointpn"])),
     Block("docs/RESULTS.md", "kicad33-recipe-choice", recipe_choice(["kicad33-e30", "kicad33-recipe"], folds=False)),
     Block("docs/RESULTS.md", "sh3d-vs-pointnext",
           versus_pointnext("sh3d", ["sh3d-e50", "sh3d-recipe"], folds_only=True)),
@@ -253,9 +260,9 @@ BLOCKS = [
     Block("docs/RESULTS.md", "load-time", load_time),
     Block("docs/RESULTS.md", "costs-pointnext", costs_pointnext),
     Block("docs/RESULTS.md", "serving-latency", serving_latency),
-    CardBlock("any2point-audio-whisper-kicad33", ("kicad33-e30", "kicad33-recipe")),
-    CardBlock("any2point-language-minilm-kicad33", ("kicad33-e30",)),
-    CardBlock("any2point-vision-dinov2s-kicad33", ("kicad33",)),
+    CardBlock("any2point-audio-whisper-kicad33", ("kicad33-e30", "kicad33-recipe", "kicad33-pointpn")),
+    CardBlock("any2point-language-minilm-kicad33", ("kicad33-e30", "kicad33-pointpn")),
+    CardBlock("any2point-vision-dinov2s-kicad33", ("kicad33", "kicad33-pointpn")),
     CardBlock("any2point-audio-whisper-sh3d", ("sh3d-e50", "sh3d-recipe", "sh3d-pointpn"), folds_only=True),
     CardBlock("any2point-language-minilm-sh3d", ("sh3d-e50", "sh3d-pointpn"), folds_only=True),
     CardBlock("any2point-vision-dinov2s-sh3d", ("sh3d-e50", "sh3d-pointpn"), folds_only=True),
