@@ -3,6 +3,7 @@
     python -m benchmarks compare --records benchmarks/results/kicad33-e30 [--folds-only] [--boot 10000]
     python -m benchmarks compare --verify runs/kicad33-e30 [--records benchmarks/results/kicad33-e30]
     python -m benchmarks compare --import-run runs/old/<run> [--ablation KEY] --records benchmarks/results/<campaign>
+    python -m benchmarks compare --per-class RECORD_A.json RECORD_B.json [--data-root data/kicad33]
 
 Each finished run leaves a record (train/record.py) with which test models its best-on-val model got right. Per
 backbone, Any2Point minus each baseline (linear probe, from scratch, the random-backbone control, PointNeXt): each
@@ -15,7 +16,8 @@ way against its backbone's recipe run, with its cost.
 
 --verify re-evaluates every finished run folder's entry on test and checks it against result.json and the run's
 record. --import-run makes the record of a run folder trained before train/run.py wrote records (its key comes from
-its run_config.json and --ablation, never from its name). The tables in the docs are written by
+its run_config.json and --ablation, never from its name). --per-class splits two runs' test accuracy by class (the
+classes from the build the runs tested on): where one method loses to another. The tables in the docs are written by
 `python -m benchmarks render`.
 """
 import argparse
@@ -315,6 +317,35 @@ def card_comparison(entry_dir, records, folds_only=False, boot=10000, campaign=N
     return [*rows, "", protocol]
 
 
+def per_class(a, b, data_root=None):
+    """Two runs' records on the same test models -> [(class, test models, right by a, right by b)], the classes read
+    from the build both tested on (data_root, else the runs' own); ValueError where the runs or the build differ."""
+    from train.data import dataset_spec
+    if (a.benchmark, a.fold, a.groups()) != (b.benchmark, b.fold, b.groups()):
+        raise ValueError(f"{a.name} and {b.name} did not test the same models (benchmark, fold or test groups differ)")
+    root = Path(data_root or (a.run_config or {}).get("data_root") or f"data/{a.benchmark}")
+    test = dataset_spec(a.benchmark)[0].load(root if root.is_absolute() else ROOT / root, "test", num_points=1,
+                                             fold=a.fold)
+    if len(test) != len(a.test_correct) or list(test.groups) != a.groups():
+        raise ValueError(f"the test split of {root} is not the one {a.name} tested on (another build?)")
+    out = {}
+    for t, x, y in zip(test.targets, a.test_correct, b.test_correct):
+        n, ra, rb = out.get(test.labels[t], (0, 0, 0))
+        out[test.labels[t]] = (n + 1, ra + x, rb + y)
+    return [(c, *v) for c, v in out.items()]
+
+
+def per_class_table(a, b, rows):
+    """Markdown: one row per class, b's accuracy minus a's, the classes b loses most first."""
+    lines = [f"| class | test models | {a.name} (a) | {b.name} (b) | b − a (points) | b − a (models right) |",
+             "|---|---|---|---|---|---|"]
+    for c, n, ra, rb in sorted(rows, key=lambda r: (r[3] - r[2], r[0])):
+        lines.append(f"| {c} | {n} | {ra / n:.1%} | {rb / n:.1%} | {(rb - ra) / n * 100:+.1f} | {rb - ra:+d} |")
+    n, ra, rb = (sum(r[i] for r in rows) for i in (1, 2, 3))
+    lines.append(f"| all | {n} | {ra / n:.1%} | {rb / n:.1%} | {(rb - ra) / n * 100:+.1f} | {rb - ra:+d} |")
+    return "\n".join(lines)
+
+
 def verify(runs_dir, records_dir=None, checkpoint="best"):
     """Re-evaluate every finished run folder under runs_dir; exits on a run whose entry does not reproduce its
     result.json or its record. -> {run name: test accuracy}."""
@@ -369,7 +400,17 @@ def main(argv=None):
     p.add_argument("--import-run", metavar="RUN_DIR", help="write the record of this finished run folder into "
                    "--records")
     p.add_argument("--ablation", help="--import-run: the ablation the run is (its run_config.json may predate the field)")
+    p.add_argument("--per-class", nargs=2, metavar="RECORD", help="two run records on the same test models: "
+                   "accuracy per class, the second minus the first")
+    p.add_argument("--data-root", help="--per-class: the build the runs tested on (default: the runs' own data_root)")
     a = p.parse_args(argv)
+    if a.per_class:
+        ra, rb = (RunRecord.load(x) for x in a.per_class)
+        try:
+            print(per_class_table(ra, rb, per_class(ra, rb, a.data_root)))
+        except ValueError as err:
+            raise SystemExit(f"error: {err}")
+        return
     if a.import_run:
         if not a.records:
             p.error("--import-run needs --records")

@@ -589,3 +589,32 @@ def test_runs_of_a_candidate_that_became_the_recipe_are_labelled_as_it():
     assert sorted(rows) == ["Any2Point (minilm-l6)", "Any2Point (minilm-l6), pointpn-cpu"]
     assert (rows["Any2Point (minilm-l6), pointpn-cpu"][None][0], rows["Any2Point (minilm-l6)"][None][0]) == (0.7, 0.5)
     assert rows["Any2Point (minilm-l6)"][None][3] == 1  # one run each, not two pooled
+
+
+def test_per_class_splits_two_runs_by_the_classes_of_their_build(tmp_path, capsys):
+    """--per-class counts each class's test models right by either run, from the build they tested on, and refuses
+    runs of other test models or a build that is not theirs."""
+    from benchmarks import compare_runs
+    from tests.test_datasets import fake_catalog
+    from train.data import SH3D, sh3d
+    cats = tmp_path / "cats"
+    cats.mkdir()
+    fake_catalog(cats / "Test.sh3f")
+    sh3d.build(tmp_path / "out", points=64, seed=1, catalogs=cats, log=lambda s: None)
+    test = SH3D(tmp_path / "out", "test")
+    labels = [test.labels[t] for t in test.targets]  # 2 chairs, 2 tables
+    a = record("a", correct=[1, 1, 0, 1], groups=test.groups)
+    b = record("b", correct=[0, 0, 1, 1], groups=test.groups)
+    for r in (a, b):
+        r.run_config = {"data_root": str(tmp_path / "out")}
+    rows = compare_runs.per_class(a, b)
+    want = {c: (labels.count(c), sum(x for x, l in zip(a.test_correct, labels) if l == c),
+                sum(x for x, l in zip(b.test_correct, labels) if l == c)) for c in set(labels)}
+    assert {c: (n, ra, rb) for c, n, ra, rb in rows} == want and sorted(want) == ["chair", "table"]
+    md = compare_runs.per_class_table(a, b, rows)
+    assert md.splitlines()[-1] == "| all | 4 | 75.0% | 50.0% | -25.0 | -1 |"
+    with pytest.raises(ValueError, match="same models"):
+        compare_runs.per_class(a, record("c", correct=[1, 1, 1, 1], groups=list("wxyz")))
+    a.test_groups = b.test_groups = list("wxyz")  # the runs agree, the build does not
+    with pytest.raises(ValueError, match="not the one"):
+        compare_runs.per_class(a, b)
