@@ -98,11 +98,11 @@ def label(backbone, method, ablation):
     return f"{names.get(method, method)} ({backbone})" + (f", {ablation}" if ablation else "")
 
 
-def curves(records, benchmark, boot=2000, ks=None):
+def curves(records, benchmark, boot=2000, ks=None, reference=None):
     """Records -> {row label: {k: (acc, lo, hi, runs, (diff, lo, hi, test models) vs PointNeXt-S or None)}} over
     the runs of `benchmark` with k shots: draws averaged per test model, folds concatenated; intervals are bootstraps
     over the test groups (families on kicad33), the difference paired with PointNeXt-S's runs of the same k on the
-    test models both have."""
+    test models both have (reference: those of its diagnostic ablation `reference` instead, e.g. points-512)."""
     from benchmarks.compare_runs import collect, compare, pool
     records = list({r.key: r for r in records if r.done}.values())  # one run per key, whichever campaign holds it
     rows = {}
@@ -111,14 +111,15 @@ def curves(records, benchmark, boot=2000, ks=None):
     for k in ks:
         res = collect([r for r in records if r.benchmark == benchmark], shots=k)
         res = {(b, m): v for (b, m), v in res.items()}
-        ref = res.get(("pointnext-sm", "pointnext"))
+        ref_key = ("pointnext-sm", f"ablation:{reference}" if reference else "pointnext")
+        ref = res.get(ref_key)
         for (backbone, mkey), runs in sorted(res.items()):
             meta = next(r for r in records if r.benchmark == benchmark and r.shots == k and r.backbone == backbone
                         and (f"ablation:{r.ablation}" if r.ablation else r.method) == mkey)
             pa, _, groups = pool(runs, runs)
             acc, _, _, lo, hi = _interval(pa[0], groups, boot)
             diff = None
-            if ref is not None and (backbone, mkey) != ("pointnext-sm", "pointnext"):
+            if ref is not None and (backbone, mkey) != ref_key:
                 a, b, g = pool(runs, ref)
                 if g:
                     diff = (*compare(a, b, boot, groups=g)[2:], len(g))
@@ -135,7 +136,7 @@ def _interval(correct, groups, boot, seed=0):
     return correct.mean(), correct.mean(), 0.0, lo, hi
 
 
-def table(rows):
+def table(rows, versus="PointNeXt-S"):
     """The curve as markdown: one row per method, one column per k (accuracy, and vs PointNeXt-S the paired
     difference with its interval and whether it excludes 0)."""
     ks = sorted({k for r in rows.values() for k in r}, key=lambda k: k or 1 << 30)
@@ -152,7 +153,7 @@ def table(rows):
             if diff is not None:
                 d, dlo, dhi, n_models = diff
                 verdict = "ahead" if dlo > 0 else "behind" if dhi < 0 else "not resolved"
-                text += (f"; vs PointNeXt-S {d * 100:+.1f} [{dlo * 100:+.1f}, {dhi * 100:+.1f}] {verdict} "
+                text += (f"; vs {versus} {d * 100:+.1f} [{dlo * 100:+.1f}, {dhi * 100:+.1f}] {verdict} "
                          f"(paired on the {n_models} test models both have)")
             out.append(text)
         lines.append(f"| {name} | " + " | ".join(out) + " |")

@@ -133,15 +133,18 @@ def load_time(root):
     return "\n".join(lines)
 
 
-def versus_pointnext(benchmark, campaigns, folds_only=False):
-    """Each method's full-data runs in `campaigns` against PointNeXt-S's (campaign pointnext), paired."""
+def versus_pointnext(benchmark, campaigns, folds_only=False, points=None):
+    """Each method's full-data runs in `campaigns` against PointNeXt-S's (campaign pointnext), paired; points: only
+    the runs on that many points, against PointNeXt-S's diagnostic run on as many (ablation points-<n>)."""
     def render(root):
         from benchmarks.compare_runs import recipe_label
         from benchmarks.low_data import curves, table
         records = [recipe_label(r) for c in (*campaigns, "pointnext") for r in _records(root, c)
-                   if not folds_only or r.fold is not None]
-        rows = curves(records, benchmark, ks=[None])
-        return table(rows) if rows else "No finished runs yet."
+                   if (not folds_only or r.fold is not None)
+                   and (points is None or (r.run_config or {}).get("points") == points)]
+        rows = curves(records, benchmark, ks=[None], reference=points and f"points-{points}")
+        return table(rows, versus=f"PointNeXt-S on {points} points" if points else "PointNeXt-S") if rows else \
+            "No finished runs yet."
     return render
 
 
@@ -245,6 +248,8 @@ BLOCKS = [
     Block("docs/RESULTS.md", "sh3d-folds-ablations", ablations("sh3d", folds_only=True)),
     Block("docs/RESULTS.md", "kicad33-vs-pointnext",
           versus_pointnext("kicad33", ["kicad33-e30", "kicad33-recipe", "kicad33-pointpn"])),
+    Block("docs/RESULTS.md", "kicad33-vs-pointnext-512",
+          versus_pointnext("kicad33", ["kicad33-e30", "kicad33-recipe", "kicad33-pointpn"], points=512)),
     Block("docs/RESULTS.md", "kicad33-recipe-choice", recipe_choice(["kicad33-e30", "kicad33-recipe"], folds=False)),
     Block("docs/RESULTS.md", "sh3d-vs-pointnext",
           versus_pointnext("sh3d", ["sh3d-e50", "sh3d-recipe"], folds_only=True)),

@@ -47,6 +47,23 @@ def test_curve_rows_average_draws_and_pair_with_pointnext(tmp_path):
     assert png.read_bytes() == low_data.plot(rows, tmp_path / "d.png", "t").read_bytes()  # same records, same bytes
 
 
+def test_rows_pair_with_a_pointnext_diagnostic_run_when_asked():
+    """reference="points-512": every row against PointNeXt-S's diagnostic run, which is then the row without a
+    difference; PointNeXt-S's own-recipe run becomes a row compared with it, and the table names the reference."""
+    groups = [f"f{i // 4}" for i in range(200)]
+    pn, pn512 = rec("pointnext", "pointnext-sm", 0, [1] * 160 + [0] * 40, shots=None, groups=groups), \
+        rec("pointnext", "pointnext-sm", 0, [1] * 100 + [0] * 100, shots=None, groups=groups)
+    pn512.ablation, pn512.name = "points-512", "pn512"
+    ours = rec("any2point", "whisper-tiny-en", 0, [1] * 130 + [0] * 70, shots=None, groups=groups)
+    rows = low_data.curves([pn, pn512, ours], "kicad33", boot=300, ks=[None], reference="points-512")
+    assert rows["PointNeXt-S (from scratch), points-512"][None][4] is None
+    assert np.isclose(rows["Any2Point (whisper-tiny-en)"][None][4][0], 0.15)
+    assert np.isclose(rows["PointNeXt-S (from scratch)"][None][4][0], 0.30)
+    default = low_data.curves([pn, pn512, ours], "kicad33", boot=300, ks=[None])
+    assert np.isclose(default["Any2Point (whisper-tiny-en)"][None][4][0], -0.15)  # against its own recipe
+    assert "vs PointNeXt-S on 512 points +15.0" in low_data.table(rows, versus="PointNeXt-S on 512 points")
+
+
 def test_suite_plans_the_curve_with_the_same_draws_for_every_method():
     from benchmarks.suite import low_data_runs
     plan = low_data_runs("kicad33", [10, 50], draws=3)
