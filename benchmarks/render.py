@@ -253,6 +253,8 @@ BLOCKS = [
     Block("docs/RESULTS.md", "kicad33-recipe-choice", recipe_choice(["kicad33-e30", "kicad33-recipe"], folds=False)),
     Block("docs/RESULTS.md", "sh3d-vs-pointnext",
           versus_pointnext("sh3d", ["sh3d-e50", "sh3d-recipe"], folds_only=True)),
+    Block("docs/RESULTS.md", "sh3d-vs-pointnext-512",
+          versus_pointnext("sh3d", ["sh3d-e50", "sh3d-recipe"], folds_only=True, points=512)),
     Block("docs/RESULTS.md", "sh3d-recipe-choice", recipe_choice(["sh3d-e50", "sh3d-recipe"])),
     Block("docs/RESULTS.md", "low-data-kicad33", low_data("kicad33")),
     Block("docs/RESULTS.md", "low-data-sh3d", low_data("sh3d")),
