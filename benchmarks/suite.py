@@ -66,7 +66,8 @@ METHOD_ABLATIONS = {
     # the gap; this candidate gives the tokenizer PointNeXt-S's 1,024 points, its first stage halving them as the
     # official one does, and keeps 64 tokens, so the backbone's cost stays
     "pointpn-cpu-1024": ("whisper", "CPU-sized Point-PN on 1,024 points (1,024 -> 512 -> 128 -> 64 tokens)",
-                         [*_POINTPN_CPU, "points=1024", "model.pointpn_stages=[512,128]"]),
+                         [*(kv for kv in _POINTPN_CPU if not kv.startswith("model.pointpn_stages=")),
+                          "model.pointpn_stages=[512,128]", "points=1024"]),
     "guided-full": ("whisper", "full-width guided adapter (official structure)", ["model.guided_mode=full"]),
     "views-tilted": ("minilm", "six distinct (tilted) 1D views instead of the mirror pairs", ["model.views_1d=tilted"]),
     "official-items": ("whisper", "official recipe items: per-step resampling, no decay on biases/norms/cls, adapter "
