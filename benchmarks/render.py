@@ -31,12 +31,12 @@ def _json(root, name):
 
 
 def runs_table(*campaigns, recipe=None):
-    """The runs of `campaigns`; recipe: the method ablation that became the recipe, whose candidate runs are shown
-    as the recipe they now are."""
+    """The runs of `campaigns`; recipe: the method ablation that became the recipe: only the recipe's runs, its
+    candidate runs shown as the recipe they now are (the other candidates have their own table)."""
     def render(root):
         from benchmarks.results_table import rows, table
         records = [dataclasses.replace(r, ablation=None) if recipe and r.ablation == recipe else r
-                   for c in campaigns for r in _records(root, c)]
+                   for c in campaigns for r in _records(root, c) if not recipe or r.ablation in (None, recipe)]
         return table(rows(records))
     return render
 

@@ -618,3 +618,19 @@ def test_per_class_splits_two_runs_by_the_classes_of_their_build(tmp_path, capsy
     a.test_groups = b.test_groups = list("wxyz")  # the runs agree, the build does not
     with pytest.raises(ValueError, match="not the one"):
         compare_runs.per_class(a, b)
+
+
+def test_the_recipe_runs_table_shows_the_recipe_and_its_candidate_run_only(tmp_path):
+    """runs_table(..., recipe=KEY): the candidate run that became the recipe reads as the recipe, unlabelled runs
+    stay, and other candidates (their own table) are left out."""
+    from benchmarks import render
+    folder = tmp_path / "benchmarks/results/c"
+    folder.mkdir(parents=True)
+    for name, ablation, backbone in (("cand", "pointpn-cpu", "whisper-tiny-en"), ("later", None, "minilm-l6"),
+                                     ("other", "pointpn-cpu-1024", "whisper-tiny-en")):
+        record(name, backbone=backbone, ablation=ablation, modality="audio").save(folder / f"{name}.json")
+    md = render.runs_table("c", recipe="pointpn-cpu")(tmp_path)
+    rows = md.splitlines()[2:]
+    assert len(rows) == 2 and not any("ablation" in r for r in rows)
+    assert sorted(r.split(" | ")[0] for r in rows) == ["| minilm-l6 (audio)", "| whisper-tiny-en (audio)"]
+    assert len(render.runs_table("c")(tmp_path).splitlines()[2:]) == 3  # without recipe=: every run
