@@ -103,7 +103,7 @@ def curves(records, benchmark, boot=2000, ks=None, reference=None):
     the runs of `benchmark` with k shots: draws averaged per test model, folds concatenated; intervals are bootstraps
     over the test groups (families on kicad33), the difference paired with PointNeXt-S's runs of the same k on the
     test models both have (reference: those of its diagnostic ablation `reference` instead, e.g. points-512)."""
-    from benchmarks.compare_runs import collect, compare, pool
+    from benchmarks.compare_runs import collect, compare, method_key, pool
     records = list({r.key: r for r in records if r.done}.values())  # one run per key, whichever campaign holds it
     rows = {}
     if ks is None:  # every k the records have; [None]: the full-data comparison (whole training split)
@@ -115,7 +115,7 @@ def curves(records, benchmark, boot=2000, ks=None, reference=None):
         ref = res.get(ref_key)
         for (backbone, mkey), runs in sorted(res.items()):
             meta = next(r for r in records if r.benchmark == benchmark and r.shots == k and r.backbone == backbone
-                        and (f"ablation:{r.ablation}" if r.ablation else r.method) == mkey)
+                        and method_key(r) == mkey)
             pa, _, groups = pool(runs, runs)
             acc, _, _, lo, hi = _interval(pa[0], groups, boot)
             diff = None
