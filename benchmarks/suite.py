@@ -62,8 +62,8 @@ METHOD_ABLATIONS = {
     # 30-epoch run ended at train accuracy 34% (underfit); 100 epochs give about two thirds of the full-data steps
     "pointpn-cpu-e100": ("whisper", "hierarchical Point-PN, CPU-sized, and 100 epochs (warm-up 10)",
                          [*_POINTPN_CPU, "epochs=100", "warmup_epochs=10"]),
-    # PointNeXt-S at our 512 points fell behind Any2Point at 512 (issue #26): the input size, not the backbone, is
-    # the gap; this candidate gives the tokenizer PointNeXt-S's 1,024 points, its first stage halving them as the
+    # PointNeXt-S at our 512 points fell behind Any2Point at 512 (issue #26), so the input size is a suspect for the
+    # gap; this candidate gives the tokenizer PointNeXt-S's 1,024 points, its first stage halving them as the
     # official one does, and keeps 64 tokens, so the backbone's cost stays
     "pointpn-cpu-1024": ("whisper", "CPU-sized Point-PN on 1,024 points (1,024 -> 512 -> 128 -> 64 tokens)",
                          [*(kv for kv in _POINTPN_CPU if not kv.startswith("model.pointpn_stages=")),
