@@ -170,16 +170,18 @@ def recipe_choice(campaigns, folds=True):
 
 def gpu_records(root):
     """The GPU check's memory table, one row per recipe of each GPU record in benchmarks/results/gpu/."""
-    lines = ["| recipe | device | device_used_peak_mb | peak_mb (allocated) | step s | clouds/s | goal met |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| record | recipe | device | torch | device_used_peak_mb | peak_mb (allocated) | step s | clouds/s | "
+             "goal met |", "|---|---|---|---|---|---|---|---|---|"]
     for path in sorted((Path(root) / RESULTS / "gpu").glob("*.json")):
         rec = json.loads(path.read_text())
         met = (rec.get("memory_goal") or {}).get("met") or {}
+        head = f"| {path.name} | {{}} | {rec['device']['name']} | {rec['device']['torch']} |"
         for name, r in rec["recipes"].items():
-            if not r.get("ok"):
-                lines.append(f"| {name} | {rec['device']['name']} | failed: {r.get('error', '?')} | | | | |")
+            if not r.get("ok"):  # the error is the run's last output lines joined by " | ": its last line says it
+                error = r.get("error", "?").split(" | ")[-1].strip().replace("|", "\\|")
+                lines.append(head.format(name) + f" failed: {error} | | | | |")
                 continue
-            lines.append(f"| {name} | {rec['device']['name']} | {r['device_used_peak_mb']} | {r['peak_mb']:.0f} | "
+            lines.append(head.format(name) + f" {r['device_used_peak_mb']} | {r['peak_mb']:.0f} | "
                          f"{r['step_s']:.3f} | {r['clouds_per_s']:.1f} | {met.get(name)} |")
     return "\n".join(lines) if len(lines) > 2 else "No GPU record yet: no task so far was lent a device."
 

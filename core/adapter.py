@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.projection import weighted_bag
+
 # the guided adapter and context of the forward running in this thread (or task): post-LN blocks apply the update
 # from a pre-hook on their closing LayerNorm, which has no other way to reach this forward's context
 _ACTIVE = ContextVar("any2point_guided_forward", default=None)
@@ -335,7 +337,7 @@ class FullGuidedAdapter(_Guided):
         if fg.record is not None:
             fg.record.append(w.t().reshape(b, g, v).detach())
         # sum_v w_v x_v straight from the cell rows: one embedding_bag, no (V, B*G, C) copy
-        update = F.embedding_bag(fg.token_rows, cells, per_sample_weights=w.t().to(cells.dtype), mode="sum")
+        update = weighted_bag(fg.token_rows, cells, w.t())
         update = update.view(b, g, c)
         return torch.cat([x[:, :1], p + self.scale * update.to(x.dtype)], dim=1)
 

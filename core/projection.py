@@ -116,6 +116,19 @@ def sample_1d(table, pos):
     return _gather_weighted(table, *corners_1d(pos.float(), table.shape[0]))
 
 
+def weighted_bag(idx, table, wts):
+    """Per-row weighted sums of table rows: idx/wts (N, K), table (M, C) -> (N, C), as F.embedding_bag(mode="sum").
+
+    Half-precision tables (bf16 under autocast on a GPU) are summed in float32 and cast back: CUDA has no
+    per_sample_weights backward for bf16, and the float32 sum is the more accurate one anyway.
+    """
+    dtype = table.dtype
+    if dtype in (torch.float16, torch.bfloat16):
+        table = table.float()
+    out = F.embedding_bag(idx, table, per_sample_weights=wts.to(table.dtype), mode="sum")
+    return out.to(dtype)
+
+
 def sample_views(table, idx, wts):
     """Mean over views of the sampled PE without materialising it per view: idx/wts (V, B, G, K) -> (B, G, C).
 
@@ -124,8 +137,8 @@ def sample_views(table, idx, wts):
     v, b, g, k = idx.shape
     flat = table.reshape(-1, table.shape[-1])
     idx = idx.permute(1, 2, 0, 3).reshape(b * g, v * k)
-    wts = (wts / v).permute(1, 2, 0, 3).reshape(b * g, v * k).to(flat.dtype)
-    return F.embedding_bag(idx, flat, per_sample_weights=wts, mode="sum").reshape(b, g, -1)
+    wts = (wts / v).permute(1, 2, 0, 3).reshape(b * g, v * k)
+    return weighted_bag(idx, flat, wts).reshape(b, g, -1)
 
 
 def as_kind(table, kind):

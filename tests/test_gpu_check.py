@@ -121,3 +121,20 @@ def test_smoke_check_runs_every_recipe_and_writes_one_record(tmp_path):
     multi = record["multi_gpu"]
     assert multi["ok"] and multi["processes"] == 2 and multi["every_process_trained"], multi
     assert multi["steps"] == 4 and multi["clouds"] == multi["expected_clouds"] == 2 * 8 * 4
+
+
+def test_memory_table_gives_a_failed_recipe_one_row_with_its_error(tmp_path):
+    from benchmarks.render import RESULTS, gpu_records
+    folder = tmp_path / RESULTS / "gpu"
+    folder.mkdir(parents=True)
+    error = "exit 1:   File \"x.py\", line 1 |     a | b | NotImplementedError: not implemented for 'BFloat16'"
+    ok = dict(ok=True, device_used_peak_mb=9000, peak_mb=7000.4, step_s=0.25, clouds_per_s=128.0)
+    (folder / "2026-01-01-gpu.json").write_text(json.dumps(dict(
+        device=dict(name="GPU X", torch="2.11"), memory_goal=dict(met=dict(clipl=True)),
+        recipes=dict(dinov2b=dict(ok=False, error=error), clipl=ok))))
+    header, rule, failed, passed = gpu_records(tmp_path).splitlines()
+    cells = lambda row: [c.strip() for c in row.replace("\\|", "").split("|")[1:-1]]  # noqa: E731
+    assert len(cells(failed)) == len(cells(header)) == len(cells(passed)) == 9
+    assert cells(failed)[:5] == ["2026-01-01-gpu.json", "dinov2b", "GPU X", "2.11",
+                                 "failed: NotImplementedError: not implemented for 'BFloat16'"]
+    assert cells(passed)[4:] == ["9000", "7000", "0.250", "128.0", "True"]

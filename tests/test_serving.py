@@ -209,3 +209,22 @@ def test_a_reader_that_dies_says_how(tmp_path):
     small = tmp_path / "small.npy"
     np.save(small, np.ones((10, 3), np.float32) * np.arange(10)[:, None])
     assert read_points(small, timeout_s=60).shape == (10, 3)  # the server goes on (its spare reader died too)
+
+
+def test_a_spare_that_cannot_take_the_request_is_replaced(tmp_path):
+    # A spare that is dying (or stopped) when the request comes can still accept the send; without its receipt the
+    # request would wait out its deadline there (stopped) or be reported as the file's crash (dying).
+    import zoo.files
+    small = tmp_path / "small.npy"
+    np.save(small, np.ones((10, 3), np.float32) * np.arange(10)[:, None])
+    assert read_points(small, timeout_s=60).shape == (10, 3)  # the server is up, its next spare forked
+    server = zoo.files._server()[0].pid
+    deadline = time.time() + 10
+    while len(_children(server)) != 1 and time.time() < deadline:  # the last reader reaped: only the spare
+        time.sleep(0.01)
+    (spare,) = _children(server)
+    os.kill(spare, signal.SIGSTOP)
+    start = time.time()
+    assert read_points(small, timeout_s=30).shape == (10, 3)
+    assert time.time() - start < 15  # the server gave up on the stopped spare (5 s), not the read's deadline
+    assert spare not in _children(server)  # killed and reaped

@@ -1004,13 +1004,22 @@ def _serve(fd):
             pid, pidfd, job = spare
             try:
                 socket.send_fds(job, [msg], fds)
-                break
-            except OSError:  # the spare died waiting (killed from outside): reap it, fork another
-                os.waitpid(pid, 0)
-                os.close(pidfd)
-                spare = _spare(sock)
+                # the spare says it holds the request: a spare killed from outside can still accept the send
+                # while it dies, and the request would then be reported as the file's crash
+                job.settimeout(5)
+                if job.recv(1) == b"A":
+                    break
+            except OSError:
+                pass
             finally:
                 job.close()
+            try:  # the spare died waiting (or hangs): make sure, reap it, fork another
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            os.close(pidfd)
+            spare = _spare(sock)
         req, conn = json.loads(msg), socket.socket(fileno=fds[0])
         deadline = None if req["timeout_s"] is None else time.monotonic() + req["timeout_s"]
         readers[pidfd] = [pid, deadline, conn, False]
@@ -1027,6 +1036,7 @@ def _spare(sock):
             ours.close()
             msg, fds, _, _ = socket.recv_fds(theirs, 1 << 16, 1)
             if msg:
+                theirs.send(b"A")
                 _read_and_answer(socket.socket(fileno=fds[0]), json.loads(msg))
         finally:
             os._exit(0)
