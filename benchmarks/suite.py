@@ -68,6 +68,12 @@ METHOD_ABLATIONS = {
     "pointpn-cpu-1024": ("whisper", "CPU-sized Point-PN on 1,024 points (1,024 -> 512 -> 128 -> 64 tokens)",
                          [*(kv for kv in _POINTPN_CPU if not kv.startswith("model.pointpn_stages=")),
                           "model.pointpn_stages=[512,128]", "points=1024"]),
+    # the 1,024-point candidate gained Any2Point far less than 1,024 points gained PointNeXt-S (kicad33: +1.6 vs
+    # +13), and its 64 tokens are 1/16 of the points: this one passes twice the tokens (1,024 -> 512 -> 256 -> 128)
+    "pointpn-cpu-1024-t128": ("whisper", "CPU-sized Point-PN on 1,024 points and 128 tokens (1,024 -> 512 -> 256 -> "
+                              "128 tokens)",
+                              [*(kv for kv in _POINTPN_CPU if not kv.startswith("model.pointpn_stages=")),
+                               "model.pointpn_stages=[512,256]", "model.num_tokens=128", "points=1024"]),
     "guided-full": ("whisper", "full-width guided adapter (official structure)", ["model.guided_mode=full"]),
     "views-tilted": ("minilm", "six distinct (tilted) 1D views instead of the mirror pairs", ["model.views_1d=tilted"]),
     "official-items": ("whisper", "official recipe items: per-step resampling, no decay on biases/norms/cls, adapter "
