@@ -205,9 +205,8 @@ def main(argv=None):
     pl.add_argument("--out", default=str(ROOT / "docs"), help="folder for low_data_<benchmark>.png")
     a = p.parse_args(argv)
     if a.cmd == "plot":
-        from train.record import load_records
-        records = [r for d in sorted((ROOT / "benchmarks" / "results").iterdir()) if d.is_dir()
-                   for r in load_records(d)]
+        from train.record import campaign_folders, load_records
+        records = [r for d in campaign_folders(ROOT / "benchmarks" / "results") for r in load_records(d)]
         for benchmark in SHOTS:
             rows = curves(records, benchmark)
             print(f"{benchmark}:\n{table(rows) if rows else 'no finished runs yet'}")

@@ -205,9 +205,13 @@ def test_run_record_round_trip_and_bad_files(tmp_path):
 def test_the_committed_records_are_typed_and_complete():
     """Every run record loads as a RunRecord, and a finished one's per-model list matches its result (a record
     still "running" belongs to a training job in progress)."""
-    from train.record import load_records
-    folders = sorted(p for p in (ROOT / "benchmarks/results").iterdir() if p.is_dir())
+    from train.record import campaign_folders, load_records
+    folders = campaign_folders(ROOT / "benchmarks/results")
     assert folders
+    for path in (ROOT / "benchmarks/results/gpu").glob("*.json"):  # GPU check records (benchmarks/gpu.py) instead
+        rec = json.loads(path.read_text())
+        assert rec["kind"] == "gpu-check" and rec["format_version"] == 1 and not rec["smoke"], path.name
+        assert set(rec["recipes"]) == set(rec["memory_goal"]["met"]), path.name
     for folder in folders:
         for r in load_records(folder):
             assert r.benchmark and r.backbone and r.method, r.name

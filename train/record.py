@@ -103,6 +103,12 @@ def start_record(cfg, name):
                      run_config=run_config_dict(cfg))
 
 
+def campaign_folders(results):
+    """The folders of run records under `results` (benchmarks/results): every subfolder but gpu/, which holds the
+    GPU check's records (benchmarks/gpu.py), another format."""
+    return sorted(p for p in Path(results).iterdir() if p.is_dir() and p.name != "gpu")
+
+
 def load_records(folder, done=True):
     """Every run record in `folder` (sorted by name); done=True keeps the finished runs only."""
     out = [RunRecord.load(p) for p in sorted(Path(folder).glob("*.json"))]
