@@ -282,13 +282,20 @@ def install(entry, name, root=None):
 
     from zoo.hub import rewrite_card
     dest = Path(root or ROOT) / "zoo" / "checkpoints" / name  # ROOT read at call time (tests point it elsewhere)
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(entry, dest)
-    config = json.loads((dest / "config.json").read_text())
+    # built beside the entry and swapped in by renames: a copy that fails half-way leaves the shipped entry whole
+    new, old = dest.with_name(f".{name}.installing"), dest.with_name(f".{name}.replaced")
+    for p in (new, old):
+        shutil.rmtree(p, ignore_errors=True)
+    shutil.copytree(entry, new)
+    config = json.loads((new / "config.json").read_text())
     if config["name"] != name:
         config["name"] = name
-        (dest / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        rewrite_card(dest)
+        (new / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        rewrite_card(new)
+    if dest.exists():
+        dest.rename(old)
+    new.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
     return dest
 
 

@@ -191,6 +191,28 @@ def test_export_cli_writes_a_checked_file(tiny_entry, tmp_path, capsys):
     assert code == 2 and "is a recipe, not a trained model" in err
 
 
+def test_suite_install_that_fails_half_way_keeps_the_shipped_entry(tiny_entry, tmp_path, monkeypatch):
+    import shutil
+
+    import benchmarks.suite as suite
+    dest = suite.install(tiny_entry, "any2point-audio-tiny-blobs", root=tmp_path)
+    before = {p.name: p.read_bytes() for p in dest.iterdir()}
+
+    def copy_then_fail(src, dst, **kw):
+        Path(dst).mkdir(parents=True)
+        shutil.copy(Path(src) / "config.json", dst)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(suite.shutil, "copytree", copy_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        suite.install(tiny_entry, "any2point-audio-tiny-blobs", root=tmp_path)
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+    monkeypatch.undo()
+    assert suite.install(tiny_entry, "any2point-audio-tiny-blobs", root=tmp_path) == dest  # the leftover is cleared
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["any2point-audio-tiny-blobs"]
+    assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
+
+
 def test_suite_installs_a_candidate_under_the_entry_name(tiny_entry, tmp_path):
     """A recipe candidate that won on val ships under the name of the entry it replaces: same weights, that name in
     its config and card, and it loads."""
