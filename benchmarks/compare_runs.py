@@ -119,13 +119,16 @@ def table(results, boot=10000, backbones=None):
     return "\n".join(lines)
 
 
-def ablation_table(results, records, boot=10000, costs=None, folds=False):
+def ablation_table(results, records, boot=10000, costs=None, folds=False, base=None, only=None):
     """Each ablation against its backbone's recipe run (paired, same groups), with its cost: trainable parameters and
     training clouds/s (the runs' records), forward ms per cloud (`costs`, from `python -m benchmarks method-cost`).
-    folds: the runs are cross-validation rounds, and the val and cost columns are means over their records."""
+    folds: the runs are cross-validation rounds, and the val and cost columns are means over their records.
+    base: an ablation key whose runs stand in for the recipe's (a candidate built on it against it); only: the
+    ablation keys to list (default: all)."""
     costs = costs or {}
-    lines = ["| backbone | ablation (change from the recipe) | val acc (recipe → ablation) | recipe test acc | "
-             "ablation test acc | difference | 95% interval | excludes 0 | trainable | train clouds/s | "
+    ref, new = ("recipe", "ablation") if base is None else ("base", "candidate")
+    lines = [f"| backbone | {new} (change from the {ref}) | val acc ({ref} → {new}) | {ref} test acc | "
+             f"{new} test acc | difference | 95% interval | excludes 0 | trainable | train clouds/s | "
              "forward ms / cloud |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     widths = []
@@ -145,26 +148,27 @@ def ablation_table(results, records, boot=10000, costs=None, folds=False):
                  f"{c['ms_per_cloud']:.0f}" if "ms_per_cloud" in c else "—")
         return f"{val:.1%}" if val is not None else "—", " | ".join(cells)
 
+    base_method = "any2point" if base is None else f"ablation:{base}"
     for backbone, method in sorted(k for k in results if k[1].startswith("ablation:")):
-        base = results.get((backbone, "any2point"))
-        if not base:
+        key = method.removeprefix("ablation:")
+        base_runs = results.get((backbone, base_method))
+        if not base_runs or key == base or (only is not None and key not in only):
             continue
-        pa, pb, groups = pool(results[(backbone, method)], base)
+        pa, pb, groups = pool(results[(backbone, method)], base_runs)
         if not groups:
             continue
         acc_a, acc_b, d, lo, hi = compare(pa, pb, boot, groups=groups)
         widths.append((hi - lo) / 2)
-        key = method.removeprefix("ablation:")
-        verdict = "yes: ablation ahead" if lo > 0 else "yes: recipe ahead" if hi < 0 else "no"
+        verdict = f"yes: {new} ahead" if lo > 0 else f"yes: {ref} ahead" if hi < 0 else "no"
         # val over the folds the ablation has run, so a partial set is compared with the same folds of the recipe
         have = {t.fold for t in results[(backbone, method)]}
-        partial = folds and have != {t.fold for t in base}
-        (val_a, cells), val_b = facts(backbone, key), facts(backbone, None, have if folds else None)[0]
+        partial = folds and have != {t.fold for t in base_runs}
+        (val_a, cells), val_b = facts(backbone, key), facts(backbone, base, have if folds else None)[0]
         where = f" (folds {', '.join(str(f) for f in sorted(have))})" if partial else ""
         lines.append(f"| {backbone} | {ablation_text(key)} | {val_b} → {val_a}{where} | {acc_b:.1%} | {acc_a:.1%} | "
                      f"{d * 100:+.1f} | [{lo * 100:+.1f}, {hi * 100:+.1f}] | {verdict} | {cells} |")
     trained = {(b, m.removeprefix("ablation:")) for b, m in results if m.startswith("ablation:")}
-    for key in METHOD_ABLATIONS:  # measured but not trained: say so, with its cost
+    for key in METHOD_ABLATIONS if base is None else ():  # measured but not trained: say so, with its cost
         for name, c in costs.items():
             backbone = name.removeprefix(f"{key}-")
             if name.startswith(f"{key}-") and backbone in {b for b, _ in results} and (backbone, key) not in trained:
@@ -172,8 +176,9 @@ def ablation_table(results, records, boot=10000, costs=None, folds=False):
                              f"— | {c.get('trainable', 0):,} | {c.get('train_clouds_per_s', 0):.2f} | "
                              f"{c['ms_per_cloud']:.0f} |")
     for backbone in sorted({k[0] for k in results if k[1].startswith("ablation:")}):
-        val_b, cells = facts(backbone, None)
-        lines.append(f"| {backbone} | the recipe itself | {val_b} | — | — | — | — | — | {cells} |")
+        val_b, cells = facts(backbone, base)
+        itself = "the recipe itself" if base is None else f"the base: {ablation_text(base)}"
+        lines.append(f"| {backbone} | {itself} | {val_b} | — | — | — | — | — | {cells} |")
     if widths:
         lines += ["", f"Resolution: 95% interval half-width {min(widths) * 100:.1f}–{max(widths) * 100:.1f} points; "
                       "train clouds/s measured while two single-threaded runs shared the 2 cores; forward ms: one "

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchmarks.blocks import read_block, update_block
+from benchmarks.suite import POINTPN_CANDIDATES
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path("benchmarks/results")
@@ -158,13 +159,13 @@ def low_data(benchmark):
     return render
 
 
-def recipe_choice(campaigns, folds=True):
-    """The CPU recipe candidates, each against the shipped recipe's runs: on the cross-validation folds (SweetHome3D)
-    or the default split (kicad33)."""
+def recipe_choice(campaigns, folds=True, base=None, only=None):
+    """The CPU recipe candidates, each against the shipped recipe's runs (or `base`'s, an ablation key: the
+    candidates `only` built on it): on the cross-validation folds (SweetHome3D) or the default split (kicad33)."""
     def render(root):
         from benchmarks.compare_runs import ablation_table, collect
         records = [r for c in campaigns for r in _records(root, c) if (r.fold is not None) == folds]
-        return ablation_table(collect(records, folds), records, folds=folds)
+        return ablation_table(collect(records, folds), records, folds=folds, base=base, only=only)
     return render
 
 
@@ -258,6 +259,10 @@ BLOCKS = [
     Block("docs/RESULTS.md", "sh3d-vs-pointnext-512",
           versus_pointnext("sh3d", ["sh3d-e50", "sh3d-recipe"], folds_only=True, points=512)),
     Block("docs/RESULTS.md", "sh3d-recipe-choice", recipe_choice(["sh3d-e50", "sh3d-recipe"])),
+    Block("docs/RESULTS.md", "kicad33-pointpn-candidates",
+          recipe_choice(["kicad33-recipe"], folds=False, base="pointpn-cpu", only=POINTPN_CANDIDATES)),
+    Block("docs/RESULTS.md", "sh3d-pointpn-candidates",
+          recipe_choice(["sh3d-recipe"], base="pointpn-cpu", only=POINTPN_CANDIDATES)),
     Block("docs/RESULTS.md", "low-data-kicad33", low_data("kicad33")),
     Block("docs/RESULTS.md", "low-data-sh3d", low_data("sh3d")),
     Block("docs/RESULTS.md", "up-axis", up_axis("up_axis.json")),

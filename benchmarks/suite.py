@@ -90,6 +90,8 @@ METHOD_ABLATIONS = {
     "epochs-30": ("whisper", "30 epochs instead of 10 (warm-up 3)", ["epochs=30", "warmup_epochs=3"]),
 }
 
+# the candidates built on the chosen recipe (pointpn-cpu): RESULTS compares them against it as well
+POINTPN_CANDIDATES = ("pointpn-cpu-1024", "pointpn-cpu-1024-t128")
 
 # what the older ablations change (suite names ablation-<key>-<backbone>)
 ABLATIONS = {"no-pe": "no PE", "pe-1d": "1D projection", "pe-2d": "2D projection", "no-guided": "no guided adapter"}

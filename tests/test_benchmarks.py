@@ -427,6 +427,18 @@ def test_method_ablations_plan_and_table(tmp_path):
     assert items[2:6] == ["45.0% → 70.0%", "50.0%", "83.3%", "+33.3"] and items[8:10] == ["377,388", "10.5"]
     assert rows["the recipe itself"][2] == "45.0%"
 
+    # candidates built on another ablation (base) are paired with its runs, the others left out (only)
+    on_pn = [record("pn", ablation="pointpn-cpu", correct=better, groups=groups, val=0.55, cps=12.0),
+             record("pn1024", ablation="pointpn-cpu-1024", correct=base, groups=groups, val=0.6, cps=9.0)]
+    md = compare_runs.ablation_table(compare_runs.collect(recs + on_pn), recs + on_pn, boot=500, base="pointpn-cpu",
+                                     only=("pointpn-cpu-1024",))
+    assert "| backbone | candidate (change from the base) | val acc (base → candidate) | base test acc |" in md
+    rows = {r.split(" | ")[1]: r.strip("| ").split(" | ") for r in md.splitlines()[2:] if r.startswith("| whisper")}
+    assert set(rows) == {suite.ablation_text("pointpn-cpu-1024"), f"the base: {suite.ablation_text('pointpn-cpu')}"}
+    cand = rows[suite.ablation_text("pointpn-cpu-1024")]
+    assert cand[2:6] == ["55.0% → 60.0%", "83.3%", "50.0%", "-33.3"] and cand[7] == "yes: base ahead"
+    assert rows[f"the base: {suite.ablation_text('pointpn-cpu')}"][2] == "55.0%"
+
 
 def test_adapter_use_switches_each_part_off_and_back():
     """Any2Point.bare(*parts) for adapter_use's conditions: each changes the logits, both off is bare(), and all
