@@ -215,10 +215,10 @@ def test_component_entries_side_by_side(client):
 def test_an_upload_over_the_read_bounds_gets_one_line_and_the_next_succeeds(client, tmp_path, monkeypatch):
     """Reading runs in a worker with a deadline and a memory cap: over either, one line; the app keeps serving."""
     slow = tmp_path / "slow.xyz"
-    np.savetxt(slow, np.random.default_rng(0).normal(size=(400_000, 3)), fmt="%.6f")  # ~11 MB: seconds to parse
+    np.savetxt(slow, np.random.default_rng(0).normal(size=(400_000, 3)), fmt="%.6f")  # ~11 MB: 0.2 s or more to parse
     big = tmp_path / "big.npy"
     np.save(big, np.random.default_rng(1).normal(size=(2_000_000, 3)).astype(np.float32))  # 24 MB to hold
-    for name, value, path, phrase in [("READ_TIMEOUT_S", 0.2, slow, "took more than 0.2 s"),
+    for name, value, path, phrase in [("READ_TIMEOUT_S", 0.05, slow, "took more than 0.05 s"),
                                       ("READ_MEMORY_MB", 16, big, "memory")]:
         monkeypatch.setattr(app, name, value)
         with pytest.raises(Exception) as err:

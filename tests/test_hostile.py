@@ -371,11 +371,11 @@ def test_isolated_read_gives_the_same_cloud(tmp_path):
 def test_isolated_read_stops_at_the_deadline_and_the_memory_cap(tmp_path):
     text = tmp_path / "slow.xyz"
     rows = np.random.default_rng(0).normal(size=(400_000, 3))
-    np.savetxt(text, rows, fmt="%.6f")  # ~11 MB of text: seconds of parsing
+    np.savetxt(text, rows, fmt="%.6f")  # ~11 MB of text: 0.2 s to seconds of parsing, machine to machine
     read_points(text, timeout_s=60)  # warm: the worker server has started
     t = time.perf_counter()
-    with pytest.raises(PointCloudError, match=r"took more than 0\.2 s"):
-        read_points(text, timeout_s=0.2)
+    with pytest.raises(PointCloudError, match=r"took more than 0\.05 s"):
+        read_points(text, timeout_s=0.05)
     assert time.perf_counter() - t < 2
     big = tmp_path / "big.npy"
     np.save(big, np.random.default_rng(0).normal(size=(3_000_000, 3)).astype(np.float32))  # 36 MB
