@@ -245,29 +245,6 @@ def test_faithful_blocks_run_under_bf16_autocast():
         assert torch.isfinite(low).all() and (low.float() - ref).abs().max() < 0.05 * ref.abs().max()
 
 
-@pytest.mark.parametrize("family", ["timm-dinov2", "bert"])  # 2D and 1D positions: both sample_views paths
-def test_training_under_bf16_autocast_never_bags_half_tables(monkeypatch, family):
-    """CUDA has no bf16 backward for embedding_bag's per_sample_weights (the first GPU check died on it, H100,
-    torch 2.11): every weighted bag must run in float32. Here a stand-in refuses half tables as CUDA does."""
-    from tests.tiny import tiny_model
-    bag = F.embedding_bag
-
-    def cuda_like_bag(indices, weight, *args, per_sample_weights=None, **kw):
-        if per_sample_weights is not None and weight.dtype in (torch.float16, torch.bfloat16):
-            raise NotImplementedError(f"embedding_bag per_sample_weights backward for {weight.dtype}")
-        return bag(indices, weight, *args, per_sample_weights=per_sample_weights, **kw)
-
-    monkeypatch.setattr(F, "embedding_bag", cuda_like_bag)
-    m = tiny_model(family, num_points=256, num_tokens=16, tokenizer="pointpn", pointpn_stages=(48,), k=8,
-                   pointpn_embed_dim=8, pointpn_widths=(16, 24), pointpn_hidden=(8, 6), pointpn_blocks=(1, 1),
-                   guided_mode="full", guided_dim=6, guided_heads=3, guided_cell_max=True).train()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = m(clouds(2, 256))
-    logits.float().sum().backward()
-    assert torch.isfinite(logits.float()).all()
-    assert_every_param_learns(m.guided)
-
-
 # --- six distinct 1D views -------------------------------------------------------------------------------------
 def _pairs_apart(t, tol=0.05):
     """t (V, B, G) 1D positions -> for every view pair: differs from the other view both as t and as 1 - t

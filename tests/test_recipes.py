@@ -82,3 +82,25 @@ def test_pointpn_stage_lists_must_agree():
     with pytest.raises(ConfigError, match=r"pointpn_widths needs one value per Point-PN stage \(2"):
         Any2PointConfig(pointpn_stages=(64,), pointpn_widths=(16, 32, 64), pointpn_hidden=(8, 8),
                         pointpn_blocks=(1, 1))
+
+
+@pytest.mark.parametrize("family", ["timm-dinov2", "bert"])  # 2D and 1D positions: both sample_views paths
+def test_training_under_bf16_autocast_never_bags_half_tables(monkeypatch, family):
+    """CUDA has no bf16 backward for embedding_bag's per_sample_weights (the first GPU check died on it, H100,
+    torch 2.11): every weighted bag must run in float32. Here a stand-in refuses half tables as CUDA does."""
+    import torch.nn.functional as F
+    bag = F.embedding_bag
+
+    def cuda_like_bag(indices, weight, *args, per_sample_weights=None, **kw):
+        if per_sample_weights is not None and weight.dtype in (torch.float16, torch.bfloat16):
+            raise NotImplementedError(f"embedding_bag per_sample_weights backward for {weight.dtype}")
+        return bag(indices, weight, *args, per_sample_weights=per_sample_weights, **kw)
+
+    monkeypatch.setattr(F, "embedding_bag", cuda_like_bag)
+    m = tiny_model(family, **FAITHFUL, guided_cell_max=True).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = m(clouds(2))
+    logits.float().sum().backward()
+    assert torch.isfinite(logits.float()).all()
+    dead = [n for n, p in m.guided.named_parameters() if p.grad is None or not p.grad.abs().any()]
+    assert not dead, dead

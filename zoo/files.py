@@ -1013,11 +1013,8 @@ def _serve(fd):
                 pass
             finally:
                 job.close()
-            try:  # the spare died waiting (or hangs): make sure, reap it, fork another
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(pid, 0)
+            os.kill(pid, signal.SIGKILL)  # the spare died waiting (or hangs): make sure, reap it, fork another
+            os.waitpid(pid, 0)  # (an unreaped child, even a dead one, still takes the signal)
             os.close(pidfd)
             spare = _spare(sock)
         req, conn = json.loads(msg), socket.socket(fileno=fds[0])
