@@ -73,6 +73,17 @@ METHOD_ABLATIONS = {
     # 30-epoch run ended at train accuracy 34% (underfit); 100 epochs give about two thirds of the full-data steps
     "pointpn-cpu-e100": ("whisper", "hierarchical Point-PN, CPU-sized, and 100 epochs (warm-up 10)",
                          [*_POINTPN_CPU, "epochs=100", "warmup_epochs=10"]),
+    # low data (issue #26): the tokenizer and adapters learn from k models per class from scratch, the backbone alone
+    # is pretrained; a user with little data would start from a trained zoo entry of another task instead (the head's
+    # last layer fresh). Each benchmark starts from the other's Whisper entry, which never saw its data
+    "from-sh3d-entry-e100": ("whisper", "fine-tuned from the furniture Whisper entry (its Point-PN, adapters and head "
+                             "body), 100 epochs (warm-up 10)",
+                             [*_POINTPN_CPU, "epochs=100", "warmup_epochs=10",
+                              "init_from=any2point-audio-whisper-sh3d"]),
+    "from-kicad33-entry-e100": ("whisper", "fine-tuned from the kicad33 Whisper entry (its Point-PN on 1,024 points "
+                                "and 128 tokens, adapters and head body), 100 epochs (warm-up 10)",
+                                [*_pointpn_cpu_at(1024, "[512,256]", 128), "epochs=100", "warmup_epochs=10",
+                                 "init_from=any2point-audio-whisper-kicad33"]),
     # PointNeXt-S at our 512 points fell behind Any2Point at 512 (issue #26), so the input size is a suspect for the
     # gap; this candidate gives the tokenizer PointNeXt-S's 1,024 points, its first stage halving them as the
     # official one does, and keeps 64 tokens, so the backbone's cost stays

@@ -276,3 +276,44 @@ def test_official_recipe_items_resample_and_no_decay_groups(tmp_path, meshes):
                         "--points", "64", "--epochs", "1")
     training = json.loads((out / "entry/config.json").read_text())["training"]
     assert training["resample"] is True and training["decay_all"] is False and result["test_n"] == 4
+
+
+def test_init_from_an_entry_starts_from_its_weights_with_a_fresh_classifier(tmp_path, meshes):
+    """--init-from: the entry's backbone, structure and points start the run, every trained tensor is the entry's
+    except the classifier layer (fresh when the classes differ, the entry's when they are the same), the flags still
+    change the recipe, and what cannot fit is one line."""
+    src, _ = train(tmp_path, "--dataset", "folder", "--data-root", str(meshes), "--epochs", "1",
+                   "--set", "model.tokenizer_dim=24", name="src")
+    entry = json.loads((src / "entry/config.json").read_text())
+    saved = load_file(src / "entry/adapter.safetensors")
+    relabelled = tmp_path / "relabelled"  # the same clouds under other class names: another task
+    for split in ("train", "val", "test"):
+        for old, new in (("box", "crate"), ("ball", "orb")):
+            (relabelled / split).mkdir(parents=True, exist_ok=True)
+            (meshes / split / old).rename(relabelled / split / new)
+
+    base = ["--dataset", "folder", "--data-root", str(relabelled), "--init-from", str(src / "entry")]
+    cfg = run.resolve(run.parse_args([*base, "--epochs", "3"]))
+    assert (cfg.backbone, cfg.points, cfg.epochs) == ("scratch:2d", 128, 3)
+    assert cfg.model.to_dict() == entry["model"]  # tokenizer_dim 24 came from the entry, not the defaults
+    model, _ = run.build_model(cfg, ["crate", "orb"])
+    last = f"head.{len(model.head) - 1}."
+    for key, value in model.trainable_state_dict().items():
+        assert torch.equal(value, saved[key]) != key.startswith(last), key  # the classifier alone starts fresh
+    same = run.build_model(cfg, entry["labels"])[0]
+    assert all(torch.equal(v, saved[k]) for k, v in same.trainable_state_dict().items())  # same task: all of it
+
+    for extra, message in ((["--set", "model.tokenizer_dim=32"], "do not fit this model"),
+                           (["--backbone", "packaged:minilm-l6"], "was trained on backbone scratch:2d"),
+                           (["--variant", "linear_probe"], "starts an Any2Point run")):
+        with pytest.raises(SystemExit, match=message):
+            cfg = run.resolve(run.parse_args([*base, *extra]))
+            run.build_model(cfg, ["crate", "orb"])
+    with pytest.raises(SystemExit, match="--init-from .*nowhere"):
+        run.resolve(run.parse_args([*base[:5], str(tmp_path / "nowhere")]))
+
+    out = tmp_path / "tuned"
+    result = run.main([*QUICK, *base, "--epochs", "1", "--output-dir", str(out)])
+    tuned = json.loads((out / "entry/config.json").read_text())
+    assert tuned["labels"] == ["crate", "orb"] and tuned["training"]["init_from"] == str(src / "entry")
+    assert tuned["metrics"]["test_acc"] == result["test_acc"]

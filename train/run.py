@@ -46,6 +46,7 @@ class RunConfig:
     grad_clip: float = 10.0
     seed: int = 0
     shots: int | None = None  # low-data runs: k training models per class, distinct families, drawn by seed
+    init_from: str | None = None  # a trained zoo entry (name, folder, Hub repo) whose tokenizer/adapters/head start
     ablation: str | None = None  # what this run changes from its recipe (a label for its record; the suite sets it)
     votes: int = 10
     limit_batches: int | None = None
@@ -109,6 +110,9 @@ def parse_args(argv=None):
     p.add_argument("--variant", choices=VARIANTS, help="; ".join(f"{k}: {v.help}" for k, v in PRESETS.items()) +
                    "; pointnext: PointNeXt-S from torch-pointcloud, the 3D-native baseline, trained whole from scratch "
                    "(its standard input: 1,024 points, xyz + height)")
+    p.add_argument("--init-from", metavar="ENTRY", help="fine-tune a trained zoo entry (name, entry folder or "
+                   "Hub repo) on this data: its backbone, structure and trained weights start the run, the classifier "
+                   "layer starts fresh when the classes differ (flags and --set still change the recipe)")
     p.add_argument("--shots", type=int, help="low-data runs: keep k training models per class, each from a different "
                    "family (kicad33) where the class has k, drawn by --seed; val and test stay whole")
     p.add_argument("--pe", choices=["auto", "none", "1d", "2d"], help="ablation: positional embedding projection")
@@ -151,32 +155,78 @@ def parse_setting(text):
 
 
 def resolve(args):
-    """Defaults < the config file < flags -> a checked RunConfig (nothing is built yet)."""
+    """Defaults < the config file < the --init-from entry's structure < flags -> a checked RunConfig (nothing is
+    built yet)."""
     cfg = load_config(args.config) if args.config else {}
-    for key in ("dataset", "data_root", "fold", "variant_data", "backbone", "revision", "variant", "epochs",
-                "batch_size", "lr", "points", "seed", "shots", "votes", "limit_batches", "max_steps", "mixed_precision",
-                "output_dir", "name", "push_to_hub", "ablation"):
-        value = getattr(args, key, None)
-        if value is not None:
-            cfg[key] = value
-    model = cfg.get("model", Any2PointConfig())
+    flags = {key: getattr(args, key) for key in (
+        "dataset", "data_root", "fold", "variant_data", "backbone", "revision", "variant", "epochs", "batch_size", "lr",
+        "points", "seed", "shots", "votes", "limit_batches", "max_steps", "mixed_precision", "output_dir", "name",
+        "push_to_hub", "ablation", "init_from") if getattr(args, key, None) is not None}
+    model_keys = {}
+    for text in getattr(args, "settings", []):
+        key, value = parse_setting(text)
+        if key.startswith("model."):
+            model_keys[key.removeprefix("model.")] = value
+        else:
+            flags[key] = value
     if args.pe:
-        model = model.replace(pe=args.pe)
+        model_keys["pe"] = args.pe
     if args.no_guided:
-        model = model.replace(guided=False)
+        model_keys["guided"] = False
+    model = cfg.get("model", Any2PointConfig())
+    init = flags.get("init_from", cfg.get("init_from"))
     try:
-        model_keys = {}
-        for text in getattr(args, "settings", []):
-            key, value = parse_setting(text)
-            if key.startswith("model."):
-                model_keys[key.removeprefix("model.")] = value
-            else:
-                cfg[key] = value
+        if init:
+            entry = read_start(init)[0]
+            model = Any2PointConfig.from_dict(entry["model"], where=f"entry {init!r} model")
+            cfg.update(backbone=entry["backbone"]["spec"], revision=entry["backbone"].get("revision"),
+                       points=model.num_points)
+            if flags.get("backbone", entry["backbone"]["spec"]) != entry["backbone"]["spec"]:
+                raise ConfigError(f"--init-from {init} was trained on backbone {entry['backbone']['spec']}, not "
+                                  f"{flags['backbone']}: drop --backbone or start from an entry of that backbone")
+            if flags.get("variant", cfg.get("variant", "any2point")) != "any2point":
+                raise ConfigError("--init-from starts an Any2Point run (variant any2point): the baselines change the "
+                                  "trained structure")
+        cfg.update(flags)
         if model_keys:
             model = model.replace(**model_keys)
         return RunConfig(**check_run_config({**cfg, "model": model}, where="flags"))
     except ConfigError as err:
         raise SystemExit(f"error: {err}")
+
+
+def read_start(location):
+    """--init-from: a trained zoo entry (registry name, entry folder, or Hub repo) -> (its config, its trainable
+    state). Exits with one line when there is none."""
+    from zoo import hub
+    from zoo.registry import BY_NAME, artifact_location
+    revision = None
+    if location in BY_NAME:
+        found = artifact_location(BY_NAME[location])
+        if found is None:
+            raise SystemExit(f"error: --init-from {location}: the entry is a recipe, not a trained model")
+        location, revision = found
+    try:
+        config, state, _ = hub.load_entry(location, revision=revision)
+    except (hub.EntryError, OSError) as err:
+        raise SystemExit(f"error: --init-from {location}: {err}")
+    return config, state
+
+
+def start_from(model, state, labels):
+    """Load an entry's trained tokenizer, projection, adapters and head body into a fresh model; the head's last
+    layer starts fresh unless the entry has the same classes in the same order. -> the keys left fresh."""
+    own = model.trainable_state_dict()
+    last = f"head.{len(model.head) - 1}."
+    same_task = list(labels) == list(model.labels)
+    fresh = sorted(k for k in own if k.startswith(last) and not same_task)
+    missing = sorted(set(own) - set(state) - set(fresh))
+    bad = [k for k in own if k in state and k not in fresh and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or bad:
+        raise SystemExit(f"error: --init-from: the entry's weights do not fit this model (missing {missing[:3]}, "
+                         f"shape mismatch {bad[:3]}); its structure was changed by --set or the flags")
+    model.load_state_dict({k: v for k, v in state.items() if k in own and k not in fresh}, strict=False)
+    return fresh
 
 
 def run_config_dict(cfg):
@@ -232,7 +282,13 @@ def build_model(cfg, labels):
         from zoo.registry import randomized
         info = randomized(backbone, info, cfg.seed)
     torch.manual_seed(cfg.seed)
-    return Any2Point(backbone, len(labels), labels=labels, config=config), info
+    model = Any2Point(backbone, len(labels), labels=labels, config=config)
+    if cfg.init_from:
+        entry, state = read_start(cfg.init_from)
+        fresh = start_from(model, state, entry["labels"])
+        print(f"started from {cfg.init_from} ({entry['name']}): its trained weights loaded, "
+              f"{'the classifier layer fresh' if fresh else 'the classifier too (same classes)'}")
+    return model, info
 
 
 def export_entry(cfg, model, info, result, datasets, out_dir):
@@ -251,6 +307,8 @@ def export_entry(cfg, model, info, result, datasets, out_dir):
         training["variant_data"] = cfg.variant_data
     if cfg.fold is not None:
         training["fold"] = cfg.fold
+    if cfg.init_from:  # fine-tuned: the entry it started from is part of its provenance
+        training["init_from"] = cfg.init_from
     if cfg.max_steps is not None:  # a capped run: say how far it got
         training.update(max_steps=cfg.max_steps, steps=result["steps"])
     metrics = {k: result[k] for k in ("test_acc", "test_mean_class_acc", "test_acc_vote",
@@ -284,13 +342,22 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = resolve(args)  # the whole recipe is checked here, before any dataset or backbone is built
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
-
-    from train.engine import TrainError, fit
     mp = cfg.mixed_precision
     if mp == "auto":
         mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
     acc = Accelerator(mixed_precision=mp)
+    try:
+        return _train(args, cfg, acc)
+    finally:
+        # every process tears its process group down itself: a worker that exits with gloo's threads still
+        # running aborts ("terminate called without an active exception") and the launcher fails the run
+        acc.end_training()
+
+
+def _train(args, cfg, acc):
+    from accelerate.utils import set_seed
+
+    from train.engine import TrainError, fit
     set_seed(cfg.seed)
     datasets, labels = build_datasets(cfg)
     if cfg.shots:

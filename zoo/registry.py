@@ -141,6 +141,13 @@ def is_trained(entry):
     return bool(_local_artifact(entry) or (entry.artifact and entry.artifact_revision))
 
 
+def artifact_location(entry):
+    """-> (entry folder or Hub repo, its pinned revision or None) of a trained entry's adapter; None for a recipe."""
+    if not is_trained(entry):
+        return None
+    return _local_artifact(entry) or entry.artifact, entry.artifact_revision
+
+
 def train_command(entry):
     """The command that trains an entry: its recipe in train/configs/ (the file whose `name` is the entry's), else
     train/run.py's flags for its dataset and backbone."""
@@ -214,7 +221,8 @@ def _load(entry):
     if not available and not downloadable:
         raise ModelUnavailable(f"{entry.name} is unavailable: {reason}")
     if trained:
-        return load_artifact(_local_artifact(entry) or entry.artifact, revision=entry.artifact_revision, entry=entry)
+        location, revision = artifact_location(entry)
+        return load_artifact(location, revision=revision, entry=entry)
     try:
         backbone, info = build_backbone(entry.backbone, entry.backbone_revision)
     except (OSError, ValueError, RuntimeError) as err:  # offline, unreachable, missing files
