@@ -160,6 +160,27 @@ def table(rows, versus="PointNeXt-S"):
     return "\n".join(lines)
 
 
+def val_choice(records, benchmark, k):
+    """How the low-data recipe is chosen: each trained method's val accuracy per draw at k shots (kicad33: seed,
+    SweetHome3D: fold), and its mean over the draws every row has. Val only: test is not read here."""
+    runs = {}
+    for r in records:
+        if r.done and r.benchmark == benchmark and r.shots == k and r.method != "ncm":
+            draw = f"fold {r.fold}" if r.fold is not None else f"seed {r.seed}"
+            runs.setdefault(label(r.backbone, r.method, r.ablation), {})[draw] = r.result["val_acc"]
+    if not runs:
+        return "No finished runs yet."
+    draws = sorted({d for v in runs.values() for d in v})
+    common = [d for d in draws if all(d in v for v in runs.values())]
+    lines = ["| method | " + " | ".join(f"val, {d}" for d in draws) + f" | mean over {', '.join(common) or '—'} |",
+             "|---|" + "---|" * (len(draws) + 1)]
+    for name, vals in sorted(runs.items()):
+        mean = f"{np.mean([vals[d] for d in common]):.1%}" if common else "–"
+        lines.append(f"| {name} | " + " | ".join(f"{vals[d]:.1%}" if d in vals else "–" for d in draws) +
+                     f" | {mean} |")
+    return "\n".join(lines)
+
+
 def plot(rows, path, title):
     """Accuracy vs k, one line per method with its interval band -> PNG (deterministic bytes: no metadata)."""
     import matplotlib

@@ -159,6 +159,14 @@ def low_data(benchmark):
     return render
 
 
+def low_data_val(benchmark, k):
+    """The low-data recipe choice on val: every trained run at k shots, per draw."""
+    def render(root):
+        from benchmarks.low_data import val_choice
+        return val_choice([r for c in ("pointnext", "low-data") for r in _records(root, c)], benchmark, k)
+    return render
+
+
 def recipe_choice(campaigns, folds=True, base=None, only=None):
     """The CPU recipe candidates, each against the shipped recipe's runs (or `base`'s, an ablation key: the
     candidates `only` built on it): on the cross-validation folds (SweetHome3D) or the default split (kicad33)."""
@@ -265,6 +273,8 @@ BLOCKS = [
           recipe_choice(["sh3d-recipe"], base="pointpn-cpu", only=POINTPN_CANDIDATES)),
     Block("docs/RESULTS.md", "low-data-kicad33", low_data("kicad33")),
     Block("docs/RESULTS.md", "low-data-sh3d", low_data("sh3d")),
+    Block("docs/RESULTS.md", "low-data-val-kicad33", low_data_val("kicad33", 10)),
+    Block("docs/RESULTS.md", "low-data-val-sh3d", low_data_val("sh3d", 10)),
     Block("docs/RESULTS.md", "up-axis", up_axis("up_axis.json")),
     Block("benchmarks/results/gpu/README.md", "gpu-memory", gpu_records),
     Block("docs/RESULTS.md", "up-axis-val", up_axis("up_axis_val.json")),

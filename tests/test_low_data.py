@@ -47,6 +47,22 @@ def test_curve_rows_average_draws_and_pair_with_pointnext(tmp_path):
     assert png.read_bytes() == low_data.plot(rows, tmp_path / "d.png", "t").read_bytes()  # same records, same bytes
 
 
+def test_val_choice_lists_each_draw_and_averages_the_draws_every_row_has():
+    def run(method, seed, val, ablation=None, shots=10):
+        r = RunRecord(name=f"{method}-{ablation}-{seed}", benchmark="kicad33", backbone="whisper-tiny-en",
+                      method=method, ablation=ablation, seed=seed, shots=shots)
+        return r.finish(dict(test_acc=0.0, val_acc=val), {}, [0], None)
+    records = [run("pointnext", 0, 0.50), run("pointnext", 1, 0.40), run("any2point", 0, 0.30, "a"),
+               run("any2point", 0, 0.60, "b"), run("any2point", 1, 0.70, "b"),
+               run("any2point", 2, 0.99, "b", shots=5), rec("ncm", "whisper-tiny-en", 0, [1])]
+    md = low_data.val_choice(records, "kicad33", 10).splitlines()
+    assert md[0] == "| method | val, seed 0 | val, seed 1 | mean over seed 0 |"  # seed 1 lacks run "a"
+    assert "| Any2Point (whisper-tiny-en), a | 30.0% | – | 30.0% |" in md
+    assert "| Any2Point (whisper-tiny-en), b | 60.0% | 70.0% | 60.0% |" in md  # k = 5 runs and NCM left out
+    assert "| PointNeXt-S (from scratch) | 50.0% | 40.0% | 50.0% |" in md and len(md) == 5
+    assert low_data.val_choice(records, "sh3d", 10) == "No finished runs yet."
+
+
 def test_rows_pair_with_a_pointnext_diagnostic_run_when_asked():
     """reference="points-512": every row against PointNeXt-S's diagnostic run, which is then the row without a
     difference; PointNeXt-S's own-recipe run becomes a row compared with it, and the table names the reference."""
