@@ -317,3 +317,9 @@ def test_init_from_an_entry_starts_from_its_weights_with_a_fresh_classifier(tmp_
     tuned = json.loads((out / "entry/config.json").read_text())
     assert tuned["labels"] == ["crate", "orb"] and tuned["training"]["init_from"] == str(src / "entry")
     assert tuned["metrics"]["test_acc"] == result["test_acc"]
+    assert "- init_from: " in (out / "entry/README.md").read_text()  # the card says where it started
+
+    # every card shows the command; it must stay one train.run understands
+    line = next(x for x in (src / "entry/README.md").read_text().splitlines() if "--init-from" in x)
+    args = run.parse_args(line.split()[3:])
+    assert line.startswith("python -m train.run ") and (args.init_from, args.dataset) == ("src", "folder")

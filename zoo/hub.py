@@ -328,5 +328,8 @@ def model_card(config: dict, card_extra: dict | None = None) -> str:
         "from zoo.hub import load_entry", "",
         'config, state, folder = load_entry("path/to/entry")',
         f'config, state, folder = load_entry("{repo_hint}", revision="<40-hex commit sha>")', "```", "",
+        "Fine-tuned on your own classes (a folder with one sub-folder of meshes or clouds per class; the classifier "
+        "layer starts fresh, everything else from this entry):", "", "```bash",
+        f"python -m train.run --init-from {name} --dataset folder --data-root my_meshes/ --epochs 50", "```", "",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)).content
