@@ -153,8 +153,7 @@ def low_data(benchmark):
     """The low-data curve's table: PointNeXt-S, Any2Point and baselines (campaign pointnext, low-data), NCM."""
     def render(root):
         from benchmarks.low_data import curves, table
-        records = [r for c in ("pointnext", "low-data") for r in _records(root, c)]
-        rows = curves(records, benchmark)
+        rows = curves(_low_data_records(root), benchmark)
         return table(rows) if rows else "No finished runs yet."
     return render
 
@@ -163,8 +162,13 @@ def low_data_val(benchmark, k):
     """The low-data recipe choice on val: every trained run at k shots, per draw."""
     def render(root):
         from benchmarks.low_data import val_choice
-        return val_choice([r for c in ("pointnext", "low-data") for r in _records(root, c)], benchmark, k)
+        return val_choice(_low_data_records(root), benchmark, k)
     return render
+
+
+def _low_data_records(root):
+    """The records the low-data tables read: PointNeXt-S's campaign and the low-data one."""
+    return [r for c in ("pointnext", "low-data") for r in _records(root, c)]
 
 
 def recipe_choice(campaigns, folds=True, base=None, only=None):

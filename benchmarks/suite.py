@@ -63,6 +63,9 @@ def _pointpn_cpu_at(points, stages, tokens):
             f"model.num_tokens={tokens}", f"points={points}"]
 
 
+_E100 = [*_POINTPN_CPU, "epochs=100", "warmup_epochs=10"]  # the low-data schedule (pointpn-cpu-e100)
+_FROM_SH3D = [*_E100, "init_from=any2point-audio-whisper-sh3d"]
+
 METHOD_ABLATIONS = {
     "pointpn-official": ("whisper", "hierarchical Point-PN, official widths and k = 64 (stages halve the cloud)",
                          [*_POINTPN, "model.k=64"]),
@@ -72,19 +75,17 @@ METHOD_ABLATIONS = {
     # the low-data runs' schedule (issue #26): at k = 10 the full-data epochs are a fifth of the steps, and the
     # 30-epoch run ended at train accuracy 34% (underfit); 100 epochs give about two thirds of the full-data steps
     "pointpn-cpu-e100": ("whisper", "hierarchical Point-PN, CPU-sized, and 100 epochs (warm-up 10)",
-                         [*_POINTPN_CPU, "epochs=100", "warmup_epochs=10"]),
+                         _E100),
     # low data (issue #26): the tokenizer and adapters learn from k models per class from scratch, the backbone alone
     # is pretrained; a user with little data would start from a trained zoo entry of another task instead (the head's
     # last layer fresh). Each benchmark starts from the other's Whisper entry, which never saw its data
     "from-sh3d-entry-e100": ("whisper", "fine-tuned from the furniture Whisper entry (its Point-PN, adapters and head "
                              "body), 100 epochs (warm-up 10)",
-                             [*_POINTPN_CPU, "epochs=100", "warmup_epochs=10",
-                              "init_from=any2point-audio-whisper-sh3d"]),
+                             _FROM_SH3D),
     # the kicad33 run from the furniture entry still ended at train accuracy 73% with its loss falling: twice the lr
     "from-sh3d-entry-e100-lr1e-3": ("whisper", "fine-tuned from the furniture Whisper entry, 100 epochs (warm-up 10), "
                                     "lr 1e-3",
-                                    [*_POINTPN_CPU, "epochs=100", "warmup_epochs=10", "lr=1e-3",
-                                     "init_from=any2point-audio-whisper-sh3d"]),
+                                    [*_FROM_SH3D, "lr=1e-3"]),
     "from-kicad33-entry-e100": ("whisper", "fine-tuned from the kicad33 Whisper entry (its Point-PN on 1,024 points "
                                 "and 128 tokens, adapters and head body), 100 epochs (warm-up 10)",
                                 [*_pointpn_cpu_at(1024, "[512,256]", 128), "epochs=100", "warmup_epochs=10",

@@ -12,6 +12,7 @@ starts and completed at the end.
 """
 import argparse
 import dataclasses
+import functools
 import json
 import tomllib
 from pathlib import Path
@@ -195,9 +196,11 @@ def resolve(args):
         raise SystemExit(f"error: {err}")
 
 
+@functools.lru_cache(maxsize=2)
 def read_start(location):
     """--init-from: a trained zoo entry (registry name, entry folder, or Hub repo) -> (its config, its trainable
-    state). Exits with one line when there is none."""
+    state), read and verified once per process (resolve takes its structure, build_model its weights). Exits with
+    one line when there is none."""
     from zoo import hub
     from zoo.registry import BY_NAME, artifact_location
     revision = None
@@ -218,14 +221,12 @@ def start_from(model, state, labels):
     layer starts fresh unless the entry has the same classes in the same order. -> the keys left fresh."""
     own = model.trainable_state_dict()
     last = f"head.{len(model.head) - 1}."
-    same_task = list(labels) == list(model.labels)
-    fresh = sorted(k for k in own if k.startswith(last) and not same_task)
-    missing = sorted(set(own) - set(state) - set(fresh))
-    bad = [k for k in own if k in state and k not in fresh and tuple(state[k].shape) != tuple(own[k].shape)]
-    if missing or bad:
-        raise SystemExit(f"error: --init-from: the entry's weights do not fit this model (missing {missing[:3]}, "
-                         f"shape mismatch {bad[:3]}); its structure was changed by --set or the flags")
-    model.load_state_dict({k: v for k, v in state.items() if k in own and k not in fresh}, strict=False)
+    fresh = [] if list(labels) == list(model.labels) else sorted(k for k in own if k.startswith(last))
+    try:  # the model's own check of names and shapes, the fresh layer kept as initialised
+        model.load_trainable_state_dict({**state, **{k: own[k] for k in fresh}})
+    except ValueError as err:
+        raise SystemExit(f"error: --init-from: the entry's weights do not fit this model, whose structure --set or "
+                         f"the flags changed ({err})")
     return fresh
 
 
