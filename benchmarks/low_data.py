@@ -73,13 +73,13 @@ def ncm_records(benchmark, entries, data_root=None, out=RECORDS):
             test_x = features(test)
             for k, draws in SHOTS[benchmark].items():
                 for seed in range(draws):
-                    few = few_shot(train, k, seed if fold is None else fold)
+                    few = few_shot(train, k, seed)  # train.run --shots k --seed s [--fold f] draws the same
                     correct = ncm_correct(features(few), np.asarray(few.targets), test_x,
                                           np.asarray(test.targets))
                     rec = RunRecord(name=f"ncm-{name}-k{k}-seed{seed}" + (f"-fold{fold}" if fold is not None else ""),
                                     benchmark=benchmark, backbone=short_name(entry.backbone), method="ncm",
                                     ablation="own-task-entry" if own else "other-task-entry",
-                                    seed=seed if fold is None else fold, fold=fold, shots=k,
+                                    seed=seed, fold=fold, shots=k,
                                     run_config=dict(entry=name, data_root=str(data_root or DATA[benchmark])))
                     rec.finish(dict(test_acc=float(correct.mean()), test_n=len(correct)),
                                dict(modality=None, variant="ncm", model=None), correct, test.groups)

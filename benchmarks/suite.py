@@ -125,6 +125,8 @@ ABLATIONS = {"no-pe": "no PE", "pe-1d": "1D projection", "pe-2d": "2D projection
 
 def ablation_text(key):
     """One line on what ablation `key` changes from its recipe."""
+    if key.endswith(NO_START) and key.removesuffix(NO_START) in METHOD_ABLATIONS:
+        return ablation_text(key.removesuffix(NO_START)) + "; without the start from an entry (a linear probe)"
     return METHOD_ABLATIONS[key][1] if key in METHOD_ABLATIONS else ABLATIONS.get(key, key)
 
 
@@ -159,19 +161,34 @@ def main_runs(seed, first, benchmark="sh3d"):
     return out
 
 
+NO_START = "-no-start"  # the label suffix of a linear probe under a change that starts from an entry
+
+
+def probe_flags(key):
+    """(train/run.py flags, label) of the linear probe under recipe change `key`. A linear probe has no adapters, so
+    it cannot start from an entry (train/run.py refuses --init-from for it): under a change that starts from one, it
+    takes the change's other settings from scratch, labelled `<key>-no-start` so no table reads it as fine-tuned."""
+    sets = METHOD_ABLATIONS[key][2]
+    kept = [kv for kv in sets if not kv.startswith("init_from=")]
+    label = key if kept == sets else key + NO_START
+    return ["--ablation", label, *[x for kv in kept for x in ("--set", kv)]], label
+
+
 def low_data_runs(benchmark, shots, draws, backbone="whisper", recipe_change=None):
     """[Run] of the low-data curve: per k and draw (seed), Any2Point, its linear probe and PointNeXt-S on the same
     k training models per class (train/run.py --shots k --seed s); one draw for k > 20, as the curve's protocol.
     recipe_change: a METHOD_ABLATIONS key applied to the Any2Point and linear-probe runs (named and recorded as
-    such); PointNeXt-S keeps its own recipe."""
+    such; probe_flags says what the probe takes of it); PointNeXt-S keeps its own recipe."""
     change, label = (ablation_flags(recipe_change), f"-{recipe_change}") if recipe_change else ([], "")
+    probe, probe_label = probe_flags(recipe_change) if recipe_change else ([], "")
+    probe_label = f"-{probe_label}" if probe_label else ""
     out = []
     for k in shots:
         for s in range(draws if k <= 20 else 1):
             tag, flags = f"-{benchmark}-k{k}-seed{s}", ["--shots", str(k), "--seed", str(s)]
             out += [Run(f"any2point{label}-{backbone}{tag}", backbone, [*flags, *change]),
-                    Run(f"linear-probe{label}-{backbone}{tag}", backbone,
-                        ["--variant", "linear_probe", *flags, *change]),
+                    Run(f"linear-probe{probe_label}-{backbone}{tag}", backbone,
+                        ["--variant", "linear_probe", *flags, *probe]),
                     Run(f"pointnext{tag}", "pointnext", flags)]
     return out
 

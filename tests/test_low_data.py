@@ -104,6 +104,20 @@ def test_suite_curve_with_a_recipe_change_labels_it_and_spares_pointnext():
     assert plan["pointnext-sh3d-k10-seed0"] == ["--shots", "10", "--seed", "0"]
 
 
+def test_suite_curve_from_an_entry_trains_the_linear_probe_without_the_start():
+    # train.run refuses --init-from for a linear probe (no adapters to load): the probe keeps the rest of the change
+    from benchmarks.suite import METHOD_ABLATIONS, ablation_text, low_data_runs
+    key = "from-sh3d-entry-e100-lr1e-3"
+    plan = {r.name: r.flags for r in low_data_runs("kicad33", [10], draws=1, recipe_change=key)}
+    probe = plan[f"linear-probe-{key}-no-start-whisper-kicad33-k10-seed0"]
+    sets = [probe[i + 1] for i, x in enumerate(probe) if x == "--set"]
+    assert sets == [kv for kv in METHOD_ABLATIONS[key][2] if not kv.startswith("init_from=")] and "lr=1e-3" in sets
+    assert probe[probe.index("--ablation") + 1] == f"{key}-no-start"
+    a2p = plan[f"any2point-{key}-whisper-kicad33-k10-seed0"]
+    assert "init_from=any2point-audio-whisper-sh3d" in a2p
+    assert ablation_text(f"{key}-no-start").endswith("without the start from an entry (a linear probe)")
+
+
 def test_suite_only_takes_every_fold_of_a_name(capsys):
     from benchmarks.suite import main
     main(["--benchmark", "sh3d", "--no-ablations", "--folds", "0", "3", "--only", "baseline-linear-probe-whisper",
@@ -111,3 +125,40 @@ def test_suite_only_takes_every_fold_of_a_name(capsys):
     planned = [ln.split(":")[0] for ln in capsys.readouterr().out.splitlines() if ln.startswith("[run]")]
     assert sorted(planned) == ["[run] any2point-audio-whisper-sh3d-fold3", "[run] baseline-linear-probe-whisper-fold0",
                                "[run] baseline-linear-probe-whisper-fold3"]
+
+
+def test_ncm_on_the_folds_draws_what_train_run_draws(monkeypatch, tmp_path):
+    # train.run --shots k --seed s --fold f draws few_shot(fold f's train split, k, s): the NCM record of that
+    # (k, seed, fold) must see the same models, so each fold's draw is seeded by the seed, never by the fold
+    import types
+
+    import train.data
+    import train.data.built
+    import zoo
+    import zoo.registry
+
+    class Split:
+        def __init__(self, fold, split):
+            rng = np.random.default_rng(100 * fold + len(split))
+            self.points = rng.normal(size=(12, 4, 3)).astype(np.float32)
+            self.targets = np.arange(12) % 2
+            self.groups = [f"g{i}" for i in range(12)]
+
+        def __len__(self):
+            return len(self.points)
+
+    calls = []
+
+    def few_shot(ds, k, seed):
+        calls.append(seed)
+        return ds
+
+    monkeypatch.setattr(train.data, "DATASETS", {"sh3d": lambda root, split, fold: Split(fold, split)}, raising=False)
+    monkeypatch.setattr(train.data.built, "few_shot", few_shot)
+    monkeypatch.setattr(zoo, "load_model", lambda name: types.SimpleNamespace(embed=lambda p: p.mean(0)))
+    monkeypatch.setattr(zoo.registry, "get_entry",
+                        lambda name: types.SimpleNamespace(dataset="kicad33", backbone="packaged:whisper-tiny-en"))
+    written = low_data.ncm_records("sh3d", ["e"], data_root=tmp_path, out=tmp_path)
+    assert len(written) == 5 * 2 and calls == [0] * 10  # five folds, k = 5 and 10, one draw (seed 0) each
+    records = [RunRecord.load(p) for p in written]
+    assert {(r.seed, r.fold) for r in records} == {(0, f) for f in range(5)}
