@@ -64,7 +64,7 @@ def _pointpn_cpu_at(points, stages, tokens):
 
 
 _E100 = [*_POINTPN_CPU, "epochs=100", "warmup_epochs=10"]  # the low-data schedule (pointpn-cpu-e100)
-_FROM_SH3D = [*_E100, "init_from=any2point-audio-whisper-sh3d"]
+_FROM_SH3D = [*_E100, "init_from=any2point-{modality}-{backbone}-sh3d"]  # the run's backbone fills it in
 
 METHOD_ABLATIONS = {
     "pointpn-official": ("whisper", "hierarchical Point-PN, official widths and k = 64 (stages halve the cloud)",
@@ -78,18 +78,18 @@ METHOD_ABLATIONS = {
                          _E100),
     # low data (issue #26): the tokenizer and adapters learn from k models per class from scratch, the backbone alone
     # is pretrained; a user with little data would start from a trained zoo entry of another task instead (the head's
-    # last layer fresh). Each benchmark starts from the other's Whisper entry, which never saw its data
-    "from-sh3d-entry-e100": ("whisper", "fine-tuned from the furniture Whisper entry (its Point-PN, adapters and head "
-                             "body), 100 epochs (warm-up 10)",
+    # last layer fresh). Each benchmark starts from the other's entry of the same backbone, which never saw its data
+    "from-sh3d-entry-e100": ("whisper", "fine-tuned from the furniture entry of its backbone (its Point-PN, adapters "
+                             "and head body), 100 epochs (warm-up 10)",
                              _FROM_SH3D),
     # the kicad33 run from the furniture entry still ended at train accuracy 73% with its loss falling: twice the lr
-    "from-sh3d-entry-e100-lr1e-3": ("whisper", "fine-tuned from the furniture Whisper entry, 100 epochs (warm-up 10), "
-                                    "lr 1e-3",
+    "from-sh3d-entry-e100-lr1e-3": ("whisper", "fine-tuned from the furniture entry of its backbone, 100 epochs "
+                                    "(warm-up 10), lr 1e-3",
                                     [*_FROM_SH3D, "lr=1e-3"]),
-    "from-kicad33-entry-e100": ("whisper", "fine-tuned from the kicad33 Whisper entry (its Point-PN on 1,024 points "
-                                "and 128 tokens, adapters and head body), 100 epochs (warm-up 10)",
+    "from-kicad33-entry-e100": ("whisper", "fine-tuned from the kicad33 entry of its backbone (Whisper's: its Point-PN "
+                                "on 1,024 points and 128 tokens, adapters and head body), 100 epochs (warm-up 10)",
                                 [*_pointpn_cpu_at(1024, "[512,256]", 128), "epochs=100", "warmup_epochs=10",
-                                 "init_from=any2point-audio-whisper-kicad33"]),
+                                 "init_from=any2point-{modality}-{backbone}-kicad33"]),
     # PointNeXt-S at our 512 points fell behind Any2Point at 512 (issue #26), so the input size is a suspect for the
     # gap; this candidate gives the tokenizer PointNeXt-S's 1,024 points, its first stage halving them as the
     # official one does, and keeps 64 tokens, so the backbone's cost stays
@@ -139,14 +139,21 @@ class Run(NamedTuple):
     install: bool = False
 
 
-def ablation_flags(key):
-    """train/run.py flags of method ablation `key`: its label and its --set changes."""
-    return ["--ablation", key, *[x for kv in METHOD_ABLATIONS[key][2] for x in ("--set", kv)]]
+def ablation_sets(key, backbone):
+    """Method ablation `key`'s --set changes for a run of `backbone` (a suite short name): an entry it starts from is
+    that backbone's entry (`{backbone}`, `{modality}` in its init_from)."""
+    return [kv.format(backbone=backbone, modality=BACKBONES[backbone]) if kv.startswith("init_from=") else kv
+            for kv in METHOD_ABLATIONS[key][2]]
+
+
+def ablation_flags(key, backbone):
+    """train/run.py flags of method ablation `key` for a run of `backbone`: its label and its --set changes."""
+    return ["--ablation", key, *[x for kv in ablation_sets(key, backbone) for x in ("--set", kv)]]
 
 
 def method_ablation_runs(names=None):
     """[Run] of the faithful-method ablations (all, or those named)."""
-    return [Run(f"ablation-{key}-{short}", short, ablation_flags(key))
+    return [Run(f"ablation-{key}-{short}", short, ablation_flags(key, short))
             for key, (short, _, _) in METHOD_ABLATIONS.items() if names is None or key in names]
 
 
@@ -164,11 +171,11 @@ def main_runs(seed, first, benchmark="sh3d"):
 NO_START = "-no-start"  # the label suffix of a linear probe under a change that starts from an entry
 
 
-def probe_flags(key):
+def probe_flags(key, backbone):
     """(train/run.py flags, label) of the linear probe under recipe change `key`. A linear probe has no adapters, so
     it cannot start from an entry (train/run.py refuses --init-from for it): under a change that starts from one, it
     takes the change's other settings from scratch, labelled `<key>-no-start` so no table reads it as fine-tuned."""
-    sets = METHOD_ABLATIONS[key][2]
+    sets = ablation_sets(key, backbone)
     kept = [kv for kv in sets if not kv.startswith("init_from=")]
     label = key if kept == sets else key + NO_START
     return ["--ablation", label, *[x for kv in kept for x in ("--set", kv)]], label
@@ -179,8 +186,8 @@ def low_data_runs(benchmark, shots, draws, backbone="whisper", recipe_change=Non
     k training models per class (train/run.py --shots k --seed s); one draw for k > 20, as the curve's protocol.
     recipe_change: a METHOD_ABLATIONS key applied to the Any2Point and linear-probe runs (named and recorded as
     such; probe_flags says what the probe takes of it); PointNeXt-S keeps its own recipe."""
-    change, label = (ablation_flags(recipe_change), f"-{recipe_change}") if recipe_change else ([], "")
-    probe, probe_label = probe_flags(recipe_change) if recipe_change else ([], "")
+    change, label = (ablation_flags(recipe_change, backbone), f"-{recipe_change}") if recipe_change else ([], "")
+    probe, probe_label = probe_flags(recipe_change, backbone) if recipe_change else ([], "")
     probe_label = f"-{probe_label}" if probe_label else ""
     out = []
     for k in shots:

@@ -116,6 +116,11 @@ def test_suite_curve_from_an_entry_trains_the_linear_probe_without_the_start():
     a2p = plan[f"any2point-{key}-whisper-kicad33-k10-seed0"]
     assert "init_from=any2point-audio-whisper-sh3d" in a2p
     assert ablation_text(f"{key}-no-start").endswith("without the start from an entry (a linear probe)")
+    # another backbone starts from the other task's entry of that backbone, never from Whisper's
+    dino = {r.name: r.flags for r in low_data_runs("kicad33", [10], 1, "dinov2s", key)}
+    assert "init_from=any2point-vision-dinov2s-sh3d" in dino[f"any2point-{key}-dinov2s-kicad33-k10-seed0"]
+    sh3d = {r.name: r.flags for r in low_data_runs("sh3d", [10], 1, "minilm", "from-kicad33-entry-e100")}
+    assert "init_from=any2point-language-minilm-kicad33" in sh3d["any2point-from-kicad33-entry-e100-minilm-sh3d-k10-seed0"]
 
 
 def test_suite_only_takes_every_fold_of_a_name(capsys):
