@@ -186,14 +186,17 @@ def plot(rows, path, title):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    fig, ax = plt.subplots(figsize=(11, 5), dpi=100)
     if not rows:  # the doc links the picture before its runs exist: say so in it
         ax.text(0.5, 0.5, "no finished low-data runs yet", ha="center", va="center")
-    for name, cells in rows.items():
+    # more lines than the default cycle's 10 colours: those, then tab20's light ones
+    colours = [*plt.get_cmap("tab10").colors, *plt.get_cmap("tab20").colors[1::2]]
+    for i, (name, cells) in enumerate(rows.items()):
         ks = sorted(cells)
         acc = [cells[k][0] * 100 for k in ks]
-        ax.plot(ks, acc, marker="o", label=name)
-        ax.fill_between(ks, [cells[k][1] * 100 for k in ks], [cells[k][2] * 100 for k in ks], alpha=0.15)
+        c = colours[i % len(colours)]
+        ax.plot(ks, acc, marker="o", label=name, color=c, linestyle="--" if name.startswith("NCM") else "-")
+        ax.fill_between(ks, [cells[k][1] * 100 for k in ks], [cells[k][2] * 100 for k in ks], alpha=0.12, color=c)
     ks = sorted({k for c in rows.values() for k in c})
     if ks:
         ax.set_xscale("log")
@@ -204,7 +207,7 @@ def plot(rows, path, title):
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if rows:
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the bands, not over them
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
