@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.speed import bench_forward, bench_train, interleaved
-from benchmarks.suite import BACKBONES, METHOD_ABLATIONS, recipe
+from benchmarks.suite import BACKBONES, METHOD_ABLATIONS, ablation_sets, recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def training_costs(benchmark="kicad33", repeats=5, bf16=False):
     from train.run import build_model, parse_args, resolve
     steps, rows = {}, {}
     for name, short, key, flags in VERSUS_POINTNEXT:
-        sets = METHOD_ABLATIONS[key][2] if key else []
+        sets = ablation_sets(key, short) if key else []
         cfg = resolve(parse_args(["--config", str(recipe(benchmark, short)), *flags,
                                   *[x for kv in sets for x in ("--set", kv)]]))
         torch.manual_seed(0)
@@ -111,7 +111,7 @@ def main(argv=None):
     todo = {k: v for k, v in METHOD_ABLATIONS.items() if not a.only or k in a.only}
     plan = [("recipe", short, []) for short in (sorted(BACKBONES) if not a.only else
                                                            sorted({short for short, _, _ in todo.values()}))]
-    plan += [(key, short, sets) for key, (short, _, sets) in todo.items()]
+    plan += [(key, short, ablation_sets(key, short)) for key, (short, _, _) in todo.items()]
     for i, (key, short, sets) in enumerate(plan, 1):
         c = cost(a.benchmark, short, sets, a.repeats)
         name = f"{key}-{c.pop('backbone')}"  # the backbone as run records name it

@@ -146,9 +146,13 @@ def ablation_sets(key, backbone):
             for kv in METHOD_ABLATIONS[key][2]]
 
 
+def _labelled(label, sets):
+    return ["--ablation", label, *[x for kv in sets for x in ("--set", kv)]]
+
+
 def ablation_flags(key, backbone):
     """train/run.py flags of method ablation `key` for a run of `backbone`: its label and its --set changes."""
-    return ["--ablation", key, *[x for kv in ablation_sets(key, backbone) for x in ("--set", kv)]]
+    return _labelled(key, ablation_sets(key, backbone))
 
 
 def method_ablation_runs(names=None):
@@ -172,13 +176,12 @@ NO_START = "-no-start"  # the label suffix of a linear probe under a change that
 
 
 def probe_flags(key, backbone):
-    """(train/run.py flags, label) of the linear probe under recipe change `key`. A linear probe has no adapters, so
-    it cannot start from an entry (train/run.py refuses --init-from for it): under a change that starts from one, it
-    takes the change's other settings from scratch, labelled `<key>-no-start` so no table reads it as fine-tuned."""
+    """train/run.py flags of the linear probe under recipe change `key`. A linear probe has no adapters, so it cannot
+    start from an entry (train/run.py refuses --init-from for it): under a change that starts from one, it takes the
+    change's other settings from scratch, labelled `<key>-no-start` so no table reads it as fine-tuned."""
     sets = ablation_sets(key, backbone)
     kept = [kv for kv in sets if not kv.startswith("init_from=")]
-    label = key if kept == sets else key + NO_START
-    return ["--ablation", label, *[x for kv in kept for x in ("--set", kv)]], label
+    return _labelled(key if kept == sets else key + NO_START, kept)
 
 
 def low_data_runs(benchmark, shots, draws, backbone="whisper", recipe_change=None):
@@ -186,9 +189,9 @@ def low_data_runs(benchmark, shots, draws, backbone="whisper", recipe_change=Non
     k training models per class (train/run.py --shots k --seed s); one draw for k > 20, as the curve's protocol.
     recipe_change: a METHOD_ABLATIONS key applied to the Any2Point and linear-probe runs (named and recorded as
     such; probe_flags says what the probe takes of it); PointNeXt-S keeps its own recipe."""
-    change, label = (ablation_flags(recipe_change, backbone), f"-{recipe_change}") if recipe_change else ([], "")
-    probe, probe_label = probe_flags(recipe_change, backbone) if recipe_change else ([], "")
-    probe_label = f"-{probe_label}" if probe_label else ""
+    change = ablation_flags(recipe_change, backbone) if recipe_change else []
+    probe = probe_flags(recipe_change, backbone) if recipe_change else []
+    label, probe_label = (f"-{f[1]}" if f else "" for f in (change, probe))  # the name carries the --ablation label
     out = []
     for k in shots:
         for s in range(draws if k <= 20 else 1):

@@ -167,3 +167,29 @@ def test_ncm_on_the_folds_draws_what_train_run_draws(monkeypatch, tmp_path):
     assert len(written) == 5 * 2 and calls == [0] * 10  # five folds, k = 5 and 10, one draw (seed 0) each
     records = [RunRecord.load(p) for p in written]
     assert {(r.seed, r.fold) for r in records} == {(0, f) for f in range(5)}
+
+
+def test_every_method_ablation_resolves_for_its_backbone():
+    # each consumer (the suite, method-cost) takes a change's settings through ablation_sets, which fills in the
+    # entry a change starts from; unfilled, train.run would look for an entry named "any2point-{modality}-..."
+    from benchmarks.suite import METHOD_ABLATIONS, ablation_flags, recipe
+    from train.run import parse_args, resolve
+    for key, (short, _, _) in METHOD_ABLATIONS.items():
+        cfg = resolve(parse_args(["--config", str(recipe("kicad33", short)), *ablation_flags(key, short)]))
+        assert cfg.ablation == key and "{" not in str(cfg.init_from)
+        if key.startswith("from-"):
+            assert cfg.init_from == f"any2point-audio-whisper-{key.split('-')[1]}"
+
+
+def test_method_cost_builds_a_change_that_starts_from_an_entry(monkeypatch, tmp_path):
+    from benchmarks import method_cost
+    seen = {}
+
+    def cost(benchmark, short, sets, repeats):
+        seen[short, tuple(sets)] = benchmark
+        return dict(backbone=short, ms_per_cloud=1.0, bare_ms=1.0, end_to_end_over_bare=1.0, train_clouds_per_s=1.0,
+                    trainable=1)
+    monkeypatch.setattr(method_cost, "cost", cost)
+    method_cost.main(["--only", "from-sh3d-entry-e100", "--out", str(tmp_path / "c.json")])
+    starts = [kv for _, sets in seen for kv in sets if kv.startswith("init_from=")]
+    assert starts == ["init_from=any2point-audio-whisper-sh3d"]
