@@ -69,19 +69,22 @@ def ncm_records(benchmark, entries, data_root=None, out=RECORDS):
 
         for fold in FOLDS[benchmark]:
             train = DATASETS[benchmark](root, "train", fold=fold)
+            val = DATASETS[benchmark](root, "val", fold=fold)
             test = DATASETS[benchmark](root, "test", fold=fold)
-            test_x = features(test)
+            val_x, test_x = features(val), features(test)
             for k, draws in SHOTS[benchmark].items():
                 for seed in range(draws):
                     few = few_shot(train, k, seed)  # train.run --shots k --seed s [--fold f] draws the same
-                    correct = ncm_correct(features(few), np.asarray(few.targets), test_x,
-                                          np.asarray(test.targets))
+                    few_x, few_y = features(few), np.asarray(few.targets)
+                    correct = ncm_correct(few_x, few_y, test_x, np.asarray(test.targets))
+                    # val as the trained runs have it, so val_choice can weigh NCM against them
+                    val_acc = float(ncm_correct(few_x, few_y, val_x, np.asarray(val.targets)).mean())
                     rec = RunRecord(name=f"ncm-{name}-k{k}-seed{seed}" + (f"-fold{fold}" if fold is not None else ""),
                                     benchmark=benchmark, backbone=short_name(entry.backbone), method="ncm",
                                     ablation="own-task-entry" if own else "other-task-entry",
                                     seed=seed, fold=fold, shots=k,
                                     run_config=dict(entry=name, data_root=str(data_root or DATA[benchmark])))
-                    rec.finish(dict(test_acc=float(correct.mean()), test_n=len(correct)),
+                    rec.finish(dict(test_acc=float(correct.mean()), test_n=len(correct), val_acc=val_acc),
                                dict(modality=None, variant="ncm", model=None), correct, test.groups)
                     written.append(rec.save(Path(out) / f"{rec.name}.json"))
                     print(f"{rec.name}: {correct.mean():.1%}", flush=True)
@@ -161,11 +164,15 @@ def table(rows, versus="PointNeXt-S"):
 
 
 def val_choice(records, benchmark, k):
-    """How the low-data recipe is chosen: each trained method's val accuracy per draw at k shots (kicad33: seed,
-    SweetHome3D: fold), and its mean over the draws every row has. Val only: test is not read here."""
+    """How the low-data recipe is chosen: each method's val accuracy per draw at k shots (kicad33: seed,
+    SweetHome3D: fold), and its mean over the draws every row has. Val only: test is not read here. NCM counts as
+    a method when its entry is of the other task; an entry of this task chose its epoch on this val split (and its
+    older records have no val)."""
     runs = {}
     for r in records:
-        if r.done and r.benchmark == benchmark and r.shots == k and r.method != "ncm":
+        if r.method == "ncm" and (r.ablation != "other-task-entry" or "val_acc" not in (r.result or {})):
+            continue
+        if r.done and r.benchmark == benchmark and r.shots == k:
             draw = f"fold {r.fold}" if r.fold is not None else f"seed {r.seed}"
             runs.setdefault(label(r.backbone, r.method, r.ablation), {})[draw] = r.result["val_acc"]
     if not runs:

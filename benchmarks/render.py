@@ -279,6 +279,8 @@ BLOCKS = [
     Block("docs/RESULTS.md", "low-data-sh3d", low_data("sh3d")),
     Block("docs/RESULTS.md", "low-data-val-kicad33", low_data_val("kicad33", 10)),
     Block("docs/RESULTS.md", "low-data-val-sh3d", low_data_val("sh3d", 10)),
+    Block("docs/RESULTS.md", "low-data-val-kicad33-k5", low_data_val("kicad33", 5)),
+    Block("docs/RESULTS.md", "low-data-val-sh3d-k5", low_data_val("sh3d", 5)),
     Block("docs/RESULTS.md", "up-axis", up_axis("up_axis.json")),
     Block("benchmarks/results/gpu/README.md", "gpu-memory", gpu_records),
     Block("docs/RESULTS.md", "up-axis-val", up_axis("up_axis_val.json")),

@@ -54,12 +54,18 @@ def test_val_choice_lists_each_draw_and_averages_the_draws_every_row_has():
         return r.finish(dict(test_acc=0.0, val_acc=val), {}, [0], None)
     records = [run("pointnext", 0, 0.50), run("pointnext", 1, 0.40), run("any2point", 0, 0.30, "a"),
                run("any2point", 0, 0.60, "b"), run("any2point", 1, 0.70, "b"),
-               run("any2point", 2, 0.99, "b", shots=5), rec("ncm", "whisper-tiny-en", 0, [1])]
+               run("any2point", 2, 0.99, "b", shots=5), rec("ncm", "whisper-tiny-en", 0, [1]),
+               run("ncm", 0, 0.45, "other-task-entry"), run("ncm", 1, 0.55, "other-task-entry"),
+               run("ncm", 0, 0.99, "own-task-entry")]
     md = low_data.val_choice(records, "kicad33", 10).splitlines()
     assert md[0] == "| method | val, seed 0 | val, seed 1 | mean over seed 0 |"  # seed 1 lacks run "a"
     assert "| Any2Point (whisper-tiny-en), a | 30.0% | – | 30.0% |" in md
     assert "| Any2Point (whisper-tiny-en), b | 60.0% | 70.0% | 60.0% |" in md  # k = 5 runs and NCM left out
-    assert "| PointNeXt-S (from scratch) | 50.0% | 40.0% | 50.0% |" in md and len(md) == 5
+    assert "| PointNeXt-S (from scratch) | 50.0% | 40.0% | 50.0% |" in md
+    # NCM on another task's entry is a candidate like the trained ones; on this task's entry (its epoch chosen on
+    # this val) or without a val accuracy it is not
+    assert "| NCM on the whisper-tiny-en entry's embed() (other task) | 45.0% | 55.0% | 45.0% |" in md
+    assert not any("own task" in line for line in md) and len(md) == 6
     assert low_data.val_choice(records, "sh3d", 10) == "No finished runs yet."
 
 
@@ -167,6 +173,11 @@ def test_ncm_on_the_folds_draws_what_train_run_draws(monkeypatch, tmp_path):
     assert len(written) == 5 * 2 and calls == [0] * 10  # five folds, k = 5 and 10, one draw (seed 0) each
     records = [RunRecord.load(p) for p in written]
     assert {(r.seed, r.fold) for r in records} == {(0, f) for f in range(5)}
+    # each record carries NCM's val accuracy on its fold's val split, from the same drawn models as its test
+    for r in records:
+        few, val = Split(r.fold, "train"), Split(r.fold, "val")
+        expected = low_data.ncm_correct(few.points.mean(1), few.targets, val.points.mean(1), val.targets).mean()
+        assert np.isclose(r.result["val_acc"], expected)
 
 
 def test_every_method_ablation_resolves_for_its_backbone():
