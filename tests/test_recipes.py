@@ -104,3 +104,16 @@ def test_training_under_bf16_autocast_never_bags_half_tables(monkeypatch, family
     assert torch.isfinite(logits.float()).all()
     dead = [n for n, p in m.guided.named_parameters() if p.grad is None or not p.grad.abs().any()]
     assert not dead, dead
+
+
+def test_pointpn_weights_fit_any_point_and_centre_count():
+    """An entry's Point-PN starts a run on more points (train.run --init-from with --points and pointpn_stages, the
+    low-data candidate from-sh3d-entry-e100-lr1e-3-p1024): its weights do not depend on either count."""
+    small = tiny_model("whisper", **FAITHFUL)  # 256 points, 64 -> 32 centres
+    big = tiny_model("whisper", **{**FAITHFUL, "num_points": 512, "pointpn_stages": (128,)})
+    big.load_trainable_state_dict(small.trainable_state_dict())  # raises on any name or shape that differs
+    assert all(torch.equal(v, small.trainable_state_dict()[k]) for k, v in big.trainable_state_dict().items())
+    assert big.eval()(clouds(2, n=512)).shape == (2, 3)
+    with pytest.raises(ValueError, match="does not fit"):  # a width does change the weights
+        tiny_model("whisper", **{**FAITHFUL, "pointpn_widths": (16, 48)}).load_trainable_state_dict(
+            small.trainable_state_dict())
