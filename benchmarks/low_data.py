@@ -167,24 +167,30 @@ def val_choice(records, benchmark, k):
     """How the low-data recipe is chosen: each method's val accuracy per draw at k shots (kicad33: seed,
     SweetHome3D: fold), and its mean over the draws every row has. Val only: test is not read here. NCM counts as
     a method when its entry is of the other task; an entry of this task chose its epoch on this val split (and its
-    older records have no val)."""
-    runs = {}
+    older records have no val). The column "chosen" marks the candidate with the best mean, among the ways to use
+    the zoo (Any2Point runs and NCM); the baselines are what it is compared with, not candidates."""
+    runs, candidates = {}, set()
     for r in records:
         if r.method == "ncm" and (r.ablation != "other-task-entry" or "val_acc" not in (r.result or {})):
             continue
         if r.done and r.benchmark == benchmark and r.shots == k:
             draw = f"fold {r.fold}" if r.fold is not None else f"seed {r.seed}"
-            runs.setdefault(label(r.backbone, r.method, r.ablation), {})[draw] = r.result["val_acc"]
+            name = label(r.backbone, r.method, r.ablation)
+            runs.setdefault(name, {})[draw] = r.result["val_acc"]
+            if r.method in ("any2point", "ncm"):
+                candidates.add(name)
     if not runs:
         return "No finished runs yet."
     draws = sorted({d for v in runs.values() for d in v})
     common = [d for d in draws if all(d in v for v in runs.values())]
-    lines = ["| method | " + " | ".join(f"val, {d}" for d in draws) + f" | mean over {', '.join(common) or '—'} |",
-             "|---|" + "---|" * (len(draws) + 1)]
+    means = {name: np.mean([vals[d] for d in common]) for name, vals in runs.items()} if common else {}
+    chosen = max(sorted(candidates & set(means)), key=means.get, default=None)
+    lines = ["| method | " + " | ".join(f"val, {d}" for d in draws) + f" | mean over {', '.join(common) or '—'} "
+             "| chosen |", "|---|" + "---|" * (len(draws) + 2)]
     for name, vals in sorted(runs.items()):
-        mean = f"{np.mean([vals[d] for d in common]):.1%}" if common else "–"
+        mean = f"{means[name]:.1%}" if name in means else "–"
         lines.append(f"| {name} | " + " | ".join(f"{vals[d]:.1%}" if d in vals else "–" for d in draws) +
-                     f" | {mean} |")
+                     f" | {mean} | {'**yes**' if name == chosen else ''} |")
     return "\n".join(lines)
 
 
