@@ -113,9 +113,9 @@ def parse_args(argv=None):
                    "(its standard input: 1,024 points, xyz + height)")
     p.add_argument("--init-from", metavar="ENTRY", help="fine-tune a trained zoo entry (name, entry folder or "
                    "Hub repo) on this data: its backbone, structure and trained weights start the run, the classifier "
-                   "layer starts fresh when the classes differ (flags and --set still change the recipe; the Point-PN weights do "
-                   "not depend on the point or centre counts, so e.g. --points 1024 --set model.pointpn_stages=[512,128] "
-                   "feeds a 512-point entry twice the points)")
+                   "layer starts fresh when the classes differ (flags and --set still change the recipe; the "
+                   "Point-PN weights do not depend on the point or centre counts, so e.g. --points 1024 --set "
+                   "model.pointpn_stages=[512,128] feeds a 512-point entry twice the points)")
     p.add_argument("--shots", type=int, help="low-data runs: keep k training models per class, each from a different "
                    "family (kicad33) where the class has k, drawn by --seed; val and test stay whole")
     p.add_argument("--pe", choices=["auto", "none", "1d", "2d"], help="ablation: positional embedding projection")
