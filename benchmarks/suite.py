@@ -63,8 +63,16 @@ def _pointpn_cpu_at(points, stages, tokens):
             f"model.num_tokens={tokens}", f"points={points}"]
 
 
-_E100 = [*_POINTPN_CPU, "epochs=100", "warmup_epochs=10"]  # the low-data schedule (pointpn-cpu-e100)
-_FROM_SH3D = [*_E100, "init_from=any2point-{modality}-{backbone}-sh3d"]  # the run's backbone fills it in
+_SCHEDULE_E100 = ["epochs=100", "warmup_epochs=10"]  # the low-data schedule (pointpn-cpu-e100)
+_E100 = [*_POINTPN_CPU, *_SCHEDULE_E100]
+
+
+def _start(task):
+    """The setting that starts a run from `task`'s entry of the run's backbone (ablation_sets fills it in)."""
+    return f"init_from=any2point-{{modality}}-{{backbone}}-{task}"
+
+
+_FROM_SH3D = [*_E100, _start("sh3d")]
 
 METHOD_ABLATIONS = {
     "pointpn-official": ("whisper", "hierarchical Point-PN, official widths and k = 64 (stages halve the cloud)",
@@ -92,12 +100,11 @@ METHOD_ABLATIONS = {
     "from-sh3d-entry-e100-lr1e-3-p1024": ("whisper", "fine-tuned from the furniture entry of its backbone, 100 "
                                           "epochs (warm-up 10), lr 1e-3, on 1,024 points (1,024 -> 512 -> 128 -> "
                                           "64 tokens)",
-                                          [*_pointpn_cpu_at(1024, "[512,128]", 64), "epochs=100", "warmup_epochs=10",
-                                           "init_from=any2point-{modality}-{backbone}-sh3d", "lr=1e-3"]),
+                                          [*_pointpn_cpu_at(1024, "[512,128]", 64), *_SCHEDULE_E100, _start("sh3d"),
+                                           "lr=1e-3"]),
     "from-kicad33-entry-e100": ("whisper", "fine-tuned from the kicad33 entry of its backbone (Whisper's: its Point-PN "
                                 "on 1,024 points and 128 tokens, adapters and head body), 100 epochs (warm-up 10)",
-                                [*_pointpn_cpu_at(1024, "[512,256]", 128), "epochs=100", "warmup_epochs=10",
-                                 "init_from=any2point-{modality}-{backbone}-kicad33"]),
+                                [*_pointpn_cpu_at(1024, "[512,256]", 128), *_SCHEDULE_E100, _start("kicad33")]),
     # PointNeXt-S at our 512 points fell behind Any2Point at 512 (issue #26), so the input size is a suspect for the
     # gap; this candidate gives the tokenizer PointNeXt-S's 1,024 points, its first stage halving them as the
     # official one does, and keeps 64 tokens, so the backbone's cost stays
