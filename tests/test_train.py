@@ -15,6 +15,7 @@ from tests.tiny import sphere_cube_clouds, write_scanobjectnn
 from train import run
 from train.augment import augment, vote_logits
 from train.engine import cosine_with_warmup
+from zoo import hub
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -284,6 +285,8 @@ def test_init_from_an_entry_starts_from_its_weights_with_a_fresh_classifier(tmp_
     change the recipe, and what cannot fit is one line."""
     src, _ = train(tmp_path, "--dataset", "folder", "--data-root", str(meshes), "--epochs", "1",
                    "--set", "model.tokenizer_dim=24", name="src")
+    credits = dict(attribution=["2 models by A. Maker (CC-BY-3.0)"], data_licence="CC-BY-3.0", license="cc-by-sa-4.0")
+    hub.rewrite_card(src / "entry", **credits)  # as a built benchmark's entry carries them
     entry = json.loads((src / "entry/config.json").read_text())
     saved = load_file(src / "entry/adapter.safetensors")
     relabelled = tmp_path / "relabelled"  # the same clouds under other class names: another task
@@ -317,7 +320,11 @@ def test_init_from_an_entry_starts_from_its_weights_with_a_fresh_classifier(tmp_
     tuned = json.loads((out / "entry/config.json").read_text())
     assert tuned["labels"] == ["crate", "orb"] and tuned["training"]["init_from"] == str(src / "entry")
     assert tuned["metrics"]["test_acc"] == result["test_acc"]
-    assert "- init_from: " in (out / "entry/README.md").read_text()  # the card says where it started
+    card = (out / "entry/README.md").read_text()
+    assert "- init_from: " in card  # the card says where it started, and credits the data the start learnt from
+    assert tuned["card"]["attribution"] == [f"2 models by A. Maker (CC-BY-3.0), through {src / 'entry'}"]
+    assert tuned["card"]["data_licence"] == f"started from {src / 'entry'}, whose data: CC-BY-3.0"
+    assert tuned["card"]["license"] == "cc-by-sa-4.0" and "A. Maker" in card and "license: cc-by-sa-4.0" in card
 
     # every card shows the command; it must stay one train.run understands
     line = next(x for x in (src / "entry/README.md").read_text().splitlines() if "--init-from" in x)

@@ -294,6 +294,22 @@ def build_model(cfg, labels):
     return model, info
 
 
+def inherit_credits(extra, start):
+    """A fine-tuned entry's weights carry what its start entry learnt from that entry's data: its card credits that
+    data too, and takes the start's licence where its own data sets none (a share-alike licence binds what is
+    derived from it)."""
+    card = read_start(start)[0].get("card", {})
+    extra = dict(extra)
+    if card.get("data_licence"):
+        extra["data_licence"] = "; ".join([*filter(None, [extra.get("data_licence")]),
+                                          f"started from {start}, whose data: {card['data_licence']}"])
+    if card.get("attribution"):
+        extra["attribution"] = [*extra.get("attribution", []), *(f"{a}, through {start}" for a in card["attribution"])]
+    if card.get("license") and not extra.get("license"):
+        extra["license"] = card["license"]
+    return extra
+
+
 def export_entry(cfg, model, info, result, datasets, out_dir):
     """Write the zoo entry into out_dir/entry through the zoo's one save function."""
     from zoo.registry import save_model
@@ -332,6 +348,8 @@ def export_entry(cfg, model, info, result, datasets, out_dir):
                 key = (who, row.get("licence") or row.get("license") or "not stated")
                 credits[key] = credits.get(key, 0) + 1
         extra["attribution"] = [f"{n} model{'s' * (n > 1)} by {c} ({lic})" for (c, lic), n in sorted(credits.items())]
+    if cfg.init_from:
+        extra = inherit_credits(extra, cfg.init_from)
     if cfg.variant == "pointnext":
         from zoo.pointnext import save_pointnext
         return save_pointnext(model, Path(out_dir) / "entry", name=cfg.name or Path(cfg.output_dir).name,
