@@ -97,6 +97,13 @@ METHOD_ABLATIONS = {
     "from-sh3d-entry-e100-lr1e-3": ("whisper", "fine-tuned from the furniture entry of its backbone, 100 epochs "
                                     "(warm-up 10), lr 1e-3",
                                     [*_FROM_SH3D, "lr=1e-3"]),
+    # on kicad33 val chose lr 1e-3 over 5e-4 for the start from the furniture entry on every draw both ran: the same
+    # for the furniture runs from the kicad33 entry (since e3c6de9 the 60-epoch one: each record names the start's
+    # adapter sha256)
+    "from-kicad33-entry-e100-lr1e-3": ("whisper", "fine-tuned from the kicad33 entry of its backbone (Whisper's: its "
+                                       "Point-PN on 1,024 points and 128 tokens, adapters and head body), 100 epochs "
+                                       "(warm-up 10), lr 1e-3",
+                                       [*_T128, *_SCHEDULE_E100, _start("kicad33"), "lr=1e-3"]),
     # PointNeXt-S reads 1,024 points where the runs from the furniture entry read its 512; on kicad33 at full data
     # 1,024 points gained PointNeXt-S 13 points. The entry's Point-PN weights do not depend on the centre counts, so
     # this run feeds the same start 1,024 points, its first stage halving them (1,024 -> 512 -> 128 -> 64 tokens)

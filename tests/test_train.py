@@ -15,6 +15,7 @@ from tests.tiny import sphere_cube_clouds, write_scanobjectnn
 from train import run
 from train.augment import augment, vote_logits
 from train.engine import cosine_with_warmup
+from train.record import RunRecord
 from zoo import hub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -316,9 +317,12 @@ def test_init_from_an_entry_starts_from_its_weights_with_a_fresh_classifier(tmp_
         run.resolve(run.parse_args([*base[:5], str(tmp_path / "nowhere")]))
 
     out = tmp_path / "tuned"
-    result = run.main([*QUICK, *base, "--epochs", "1", "--output-dir", str(out)])
+    result = run.main([*QUICK, *base, "--epochs", "1", "--output-dir", str(out), "--record", str(tmp_path / "r.json")])
     tuned = json.loads((out / "entry/config.json").read_text())
     assert tuned["labels"] == ["crate", "orb"] and tuned["training"]["init_from"] == str(src / "entry")
+    # the start's version, not only its name: an entry is retrained under the same name
+    assert tuned["training"]["init_from_sha256"] == entry["adapter"]["sha256"]
+    assert RunRecord.load(tmp_path / "r.json").entry["init_from_sha256"] == entry["adapter"]["sha256"]
     assert tuned["metrics"]["test_acc"] == result["test_acc"]
     card = (out / "entry/README.md").read_text()
     assert "- init_from: " in card  # the card says where it started, and credits the data the start learnt from

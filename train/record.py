@@ -56,6 +56,9 @@ class RunRecord:
         self.result = {k: v for k, v in result.items() if k != "test_correct"}
         self.entry = {**{k: entry_config.get(k) for k in ("modality", "variant", "model")},
                       "adapter_sha256": (entry_config.get("adapter") or {}).get("sha256")}
+        start = (entry_config.get("training") or {}).get("init_from_sha256")
+        if start:  # which version of the start entry (its name outlives its weights)
+            self.entry["init_from_sha256"] = start
         self.test_correct = [int(v) for v in correct]
         groups = [str(g) for g in groups] if groups is not None else None
         self.test_groups = groups if groups and groups != [str(i) for i in range(len(groups))] else None

@@ -326,8 +326,10 @@ def export_entry(cfg, model, info, result, datasets, out_dir):
         training["variant_data"] = cfg.variant_data
     if cfg.fold is not None:
         training["fold"] = cfg.fold
-    if cfg.init_from:  # fine-tuned: the entry it started from is part of its provenance
+    if cfg.init_from:  # fine-tuned: the entry it started from is part of its provenance; a name alone is not (an
+        # entry is retrained under the same name), its adapter's sha256 is
         training["init_from"] = cfg.init_from
+        training["init_from_sha256"] = read_start(cfg.init_from)[0]["adapter"]["sha256"]
     if cfg.max_steps is not None:  # a capped run: say how far it got
         training.update(max_steps=cfg.max_steps, steps=result["steps"])
     metrics = {k: result[k] for k in ("test_acc", "test_mean_class_acc", "test_acc_vote",
