@@ -334,3 +334,27 @@ def test_init_from_an_entry_starts_from_its_weights_with_a_fresh_classifier(tmp_
     line = next(x for x in (src / "entry/README.md").read_text().splitlines() if "--init-from" in x)
     args = run.parse_args(line.split()[3:])
     assert line.startswith("python -m train.run ") and (args.init_from, args.dataset) == ("src", "folder")
+
+
+def test_a_run_record_reruns_as_it_ran(tmp_path, meshes, capsys):
+    """--config RECORD.json: the settings the run trained with (its --set changes included), not the recipe of today
+    or the start entry's structure; a start retrained since is said, a file that is no record is one line."""
+    src, _ = train(tmp_path, "--dataset", "folder", "--data-root", str(meshes), "--epochs", "1", name="src")
+    record = tmp_path / "r.json"
+    run.main([*QUICK, "--dataset", "folder", "--data-root", str(meshes), "--init-from", str(src / "entry"),
+              "--epochs", "1", "--set", "lr=3e-4", "--set", "model.adapter_dropout=0.2", "--output-dir",
+              str(tmp_path / "tuned"), "--record", str(record)])
+    ran = RunRecord.load(record)
+    again = run.run_config_dict(run.resolve(run.parse_args(["--config", str(record)])))
+    assert again == {**ran.run_config, "output_dir": f"runs/rerun/{ran.name}"}
+    assert (again["lr"], again["model"]["adapter_dropout"]) == (3e-4, 0.2)  # the entry's own 0.0 does not win
+    assert "retrained" not in capsys.readouterr().err
+
+    moved = json.loads(record.read_text())
+    moved["entry"]["init_from_sha256"] = "0" * 64  # as if the start entry had been retrained since the run
+    (tmp_path / "old.json").write_text(json.dumps(moved))
+    run.resolve(run.parse_args(["--config", str(tmp_path / "old.json")]))
+    assert "has been retrained since" in capsys.readouterr().err
+    (tmp_path / "other.json").write_text('{"name": "x"}')
+    with pytest.raises(SystemExit, match="not a run record"):
+        run.resolve(run.parse_args(["--config", str(tmp_path / "other.json")]))

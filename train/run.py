@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import functools
 import json
+import sys
 import tomllib
 from pathlib import Path
 
@@ -60,13 +61,47 @@ class RunConfig:
 
 def load_config(path):
     """TOML: flat RunConfig keys and an optional [model] table of Any2PointConfig settings -> a dict of checked
-    values (the [model] table already an Any2PointConfig). Any unknown key or wrong type exits with one line."""
+    values (the [model] table already an Any2PointConfig). Any unknown key or wrong type exits with one line.
+    A run record (benchmarks/results/<campaign>/<name>.json) gives the settings its run trained with."""
+    if Path(path).suffix == ".json":
+        return record_config(path)
     try:
         raw = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise SystemExit(f"error: config file not found: {path} (see train/configs/ for recipes)")
     except tomllib.TOMLDecodeError as err:
         raise SystemExit(f"error: {path} is not valid TOML: {err}")
+    try:
+        return check_run_config(raw, where=str(path))
+    except ConfigError as err:
+        raise SystemExit(f"error: {path}: {err}")
+
+
+def record_config(path):
+    """A finished run's record -> its exact RunConfig settings, so any table row reruns as it ran: the suite's
+    ablation keys change the benchmark's recipe of today, and the recipes move on (more epochs, another tokenizer).
+    Its output goes to runs/rerun/<name> unless a flag says otherwise; a start entry retrained since is said."""
+    from train.record import RecordError, RunRecord
+    try:
+        record = RunRecord.load(path)
+    except FileNotFoundError:
+        raise SystemExit(f"error: run record not found: {path}")
+    except RecordError as err:
+        raise SystemExit(f"error: {err}")
+    if not record.run_config:
+        raise SystemExit(f"error: {path}: the record keeps no run settings")
+    raw = {k: v for k, v in record.run_config.items() if v is not None and k not in ("output_dir", "push_to_hub")}
+    raw["output_dir"] = f"runs/rerun/{record.name}"
+    start, pinned = raw.get("init_from"), (record.entry or {}).get("init_from_sha256")
+    if start and pinned:
+        try:
+            now = read_start(start)[0]["adapter"]["sha256"]
+        except SystemExit:  # gone: resolve says so, unless a flag names another start
+            now = pinned
+        if now != pinned:
+            print(f"warning: {path} started from {start} with adapter sha256 {pinned[:12]}…, which has been retrained "
+                  f"since (now {now[:12]}…): pass --init-from the earlier version's folder to rerun it exactly",
+                  file=sys.stderr)
     try:
         return check_run_config(raw, where=str(path))
     except ConfigError as err:
@@ -95,7 +130,8 @@ def check_run_config(raw, *, where="config"):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m train.run", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="TOML recipe (train/configs/*.toml); flags below override it")
+    p.add_argument("--config", help="TOML recipe (train/configs/*.toml), or a run record "
+                   "(benchmarks/results/<campaign>/<name>.json) to rerun as it ran; flags below override it")
     from train.data import TABLE
     p.add_argument("--dataset", choices=list(TABLE), help="dataset kind (default sh3d); " +
                    "; ".join(f"{name}: {spec.help}" for name, spec in TABLE.items()))
@@ -181,9 +217,10 @@ def resolve(args):
     try:
         if init:
             entry = read_start(init)[0]
-            model = Any2PointConfig.from_dict(entry["model"], where=f"entry {init!r} model")
-            cfg.update(backbone=entry["backbone"]["spec"], revision=entry["backbone"].get("revision"),
-                       points=model.num_points)
+            if not str(args.config).endswith(".json"):  # a run record already holds the structure it trained
+                model = Any2PointConfig.from_dict(entry["model"], where=f"entry {init!r} model")
+                cfg.update(backbone=entry["backbone"]["spec"], revision=entry["backbone"].get("revision"),
+                           points=model.num_points)
             if flags.get("backbone", entry["backbone"]["spec"]) != entry["backbone"]["spec"]:
                 raise ConfigError(f"--init-from {init} was trained on backbone {entry['backbone']['spec']}, not "
                                   f"{flags['backbone']}: drop --backbone or start from an entry of that backbone")
