@@ -46,7 +46,7 @@ def ncm_records(benchmark, entries, data_root=None, out=RECORDS):
     from train.data.built import few_shot
     from train.record import RunRecord
     from zoo import load_model
-    from zoo.registry import get_entry
+    from zoo.registry import adapter_sha256, get_entry
     from zoo.specs import short_name
     root = data_root or ROOT / DATA[benchmark]
     written = []
@@ -84,8 +84,10 @@ def ncm_records(benchmark, entries, data_root=None, out=RECORDS):
                                     ablation="own-task-entry" if own else "other-task-entry",
                                     seed=seed, fold=fold, shots=k,
                                     run_config=dict(entry=name, data_root=str(data_root or DATA[benchmark])))
+                    # the record's adapter is the entry's whose embed() it used: retrained entries leave it stale
                     rec.finish(dict(test_acc=float(correct.mean()), test_n=len(correct), val_acc=val_acc),
-                               dict(modality=None, variant="ncm", model=None), correct, test.groups)
+                               dict(modality=None, variant="ncm", model=None, adapter=dict(sha256=adapter_sha256(name))),
+                               correct, test.groups)
                     written.append(rec.save(Path(out) / f"{rec.name}.json"))
                     print(f"{rec.name}: {correct.mean():.1%}", flush=True)
     return written

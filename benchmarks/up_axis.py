@@ -33,7 +33,7 @@ import numpy as np
 
 import zoo.serving
 from core.points import UP_AXES, quarter_turn, reorient
-from zoo.registry import TASK_DEFAULTS, load_model
+from zoo.registry import TASK_DEFAULTS, adapter_sha256, load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -97,7 +97,8 @@ def main(argv=None):
             raise SystemExit(f"{name}: labels differ from the dataset's")
         t = time.perf_counter()
         acc, picks = evaluate(model, clouds, targets, six_axes=not a.no_six_axes)
-        rows[name] = dict(accuracy=acc, auto_picked_true_up=picks, seconds=round(time.perf_counter() - t, 1))
+        rows[name] = dict(accuracy=acc, auto_picked_true_up=picks, seconds=round(time.perf_counter() - t, 1),
+                          adapter_sha256=adapter_sha256(name))  # which weights: entries are retrained by name
         print(f"{name}: {json.dumps(rows[name])}", file=sys.stderr)
     record = dict(benchmark="up_axis", data=bench, split=a.split, clouds=len(clouds), split_size=len(ds),
                   auto_up=list(zoo.serving.AUTO_UP), auto_turns=zoo.serving.AUTO_TURNS,
@@ -105,9 +106,24 @@ def main(argv=None):
                   cpus=os.cpu_count(), results=rows)
     stem = "up_axis" + ("" if bench == "sh3d" else f"_{bench}") + ("" if a.split == "test" else f"_{a.split}")
     out = OUT.with_name(f"{stem}.json")
+    record["results"] = {**kept_rows(out, record), **rows}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(table(record))
+
+
+def kept_rows(path, record):
+    """The rows of the record at `path` that `record` can join (same clouds, settings and columns): rerunning one
+    retrained entry keeps the others' rows."""
+    try:
+        old = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    same = ("data", "split", "clouds", "split_size", "auto_up", "auto_turns", "auto_prior")
+    if any(old.get(k) != record[k] for k in same) or not old.get("results") or not record["results"]:
+        return {}
+    columns = {frozenset(r["accuracy"]) for r in [*old["results"].values(), *record["results"].values()]}
+    return old["results"] if len(columns) == 1 else {}
 
 
 def table(record):

@@ -508,6 +508,23 @@ def test_up_axis_columns_on_a_tiny_model():
     assert "a seeded 6 of 60" in md and md.splitlines()[4].endswith(f"| {gap:+.1f} |")
 
 
+def test_an_up_axis_rerun_of_one_entry_keeps_the_others_rows(tmp_path):
+    """Only a record of the same clouds, settings and columns is joined: a retrained entry is rerun alone."""
+    from benchmarks import up_axis
+    row = dict(accuracy={"y-up": 0.5}, auto_picked_true_up={}, adapter_sha256="b" * 64)
+    old = dict(data="sh3d", split="val", clouds=56, split_size=56, auto_up=["y", "z"], auto_turns=4, auto_prior=2.0,
+               results={"a": dict(row, adapter_sha256="a" * 64), "b": dict(row, adapter_sha256="0" * 64)})
+    path = tmp_path / "up_axis_val.json"
+    path.write_text(json.dumps(old))
+    new = dict(old, results={"b": row})
+    assert {**up_axis.kept_rows(path, new), **new["results"]} == {"a": old["results"]["a"], "b": row}
+    assert list({**up_axis.kept_rows(path, new), **new["results"]}) == ["a", "b"]  # the table keeps its order
+    assert up_axis.kept_rows(path, dict(new, clouds=30)) == {}  # other clouds: another measurement
+    wider = dict(new, results={"b": dict(row, accuracy={"y-up": 0.5, "z-up, auto over 6 axes": 0.4})})
+    assert up_axis.kept_rows(path, wider) == {}  # other columns would leave holes in the table
+    assert up_axis.kept_rows(tmp_path / "none.json", new) == {}
+
+
 def test_a_card_takes_the_comparison_only_of_its_own_run():
     """A shipped entry retrained under another recipe must not be given the rows of the run it replaced."""
     from benchmarks import compare_runs

@@ -148,6 +148,15 @@ def artifact_location(entry):
     return _local_artifact(entry) or entry.artifact, entry.artifact_revision
 
 
+def adapter_sha256(name):
+    """The sha256 of a trained entry's adapter as shipped (its config.json), None for a recipe: what a measurement of
+    an entry records, so it can tell when the entry has been retrained since."""
+    found = _local_artifact(BY_NAME[name]) if name in BY_NAME else None
+    if found is None:
+        return None
+    return (json.loads((found / "config.json").read_text()).get("adapter") or {}).get("sha256")
+
+
 def train_command(entry):
     """The command that trains an entry: its recipe in train/configs/ (the file whose `name` is the entry's), else
     train/run.py's flags for its dataset and backbone."""
