@@ -63,7 +63,7 @@ def load_config(path):
     """TOML: flat RunConfig keys and an optional [model] table of Any2PointConfig settings -> a dict of checked
     values (the [model] table already an Any2PointConfig). Any unknown key or wrong type exits with one line.
     A run record (benchmarks/results/<campaign>/<name>.json) gives the settings its run trained with."""
-    if Path(path).suffix == ".json":
+    if is_record(path):
         return record_config(path)
     try:
         raw = tomllib.loads(Path(path).read_text())
@@ -75,6 +75,11 @@ def load_config(path):
         return check_run_config(raw, where=str(path))
     except ConfigError as err:
         raise SystemExit(f"error: {path}: {err}")
+
+
+def is_record(path):
+    """Whether --config names a run record (JSON) rather than a TOML recipe."""
+    return Path(path).suffix == ".json"
 
 
 def record_config(path):
@@ -217,7 +222,7 @@ def resolve(args):
     try:
         if init:
             entry = read_start(init)[0]
-            if not str(args.config).endswith(".json"):  # a run record already holds the structure it trained
+            if not (args.config and is_record(args.config)):  # a run record already holds the structure it trained
                 model = Any2PointConfig.from_dict(entry["model"], where=f"entry {init!r} model")
                 cfg.update(backbone=entry["backbone"]["spec"], revision=entry["backbone"].get("revision"),
                            points=model.num_points)
