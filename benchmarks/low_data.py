@@ -104,10 +104,12 @@ def label(backbone, method, ablation):
 
 
 def curves(records, benchmark, boot=2000, ks=None, reference=None):
-    """Records -> {row label: {k: (acc, lo, hi, runs, (diff, lo, hi, test models) vs PointNeXt-S or None)}} over
-    the runs of `benchmark` with k shots: draws averaged per test model, folds concatenated; intervals are bootstraps
-    over the test groups (families on kicad33), the difference paired with PointNeXt-S's runs of the same k on the
-    test models both have (reference: those of its diagnostic ablation `reference` instead, e.g. points-512)."""
+    """Records -> {row label: {k: (acc, lo, hi, runs, (diff, lo, hi, test models) vs PointNeXt-S or None, starts)}}
+    over the runs of `benchmark` with k shots: draws averaged per test model, folds concatenated; intervals are
+    bootstraps over the test groups (families on kicad33), the difference paired with PointNeXt-S's runs of the same
+    k on the test models both have (reference: those of its diagnostic ablation `reference` instead, e.g.
+    points-512). starts: how many versions of a start entry (`--init-from`) the runs began from, 0 without one: an
+    entry retrained under its name between draws leaves a cell mixing them, and the table says so."""
     from benchmarks.compare_runs import collect, compare, method_key, pool
     records = list({r.key: r for r in records if r.done}.values())  # one run per key, whichever campaign holds it
     rows = {}
@@ -119,8 +121,9 @@ def curves(records, benchmark, boot=2000, ks=None, reference=None):
         ref_key = ("pointnext-sm", f"ablation:{reference}" if reference else "pointnext")
         ref = res.get(ref_key)
         for (backbone, mkey), runs in sorted(res.items()):
-            meta = next(r for r in records if r.benchmark == benchmark and r.shots == k and r.backbone == backbone
-                        and method_key(r) == mkey)
+            cell = [r for r in records if r.benchmark == benchmark and r.shots == k and r.backbone == backbone
+                    and method_key(r) == mkey]
+            starts = len({(r.entry or {}).get("init_from_sha256") for r in cell} - {None})
             pa, _, groups = pool(runs, runs)
             acc, _, _, lo, hi = _interval(pa[0], groups, boot)
             diff = None
@@ -128,7 +131,8 @@ def curves(records, benchmark, boot=2000, ks=None, reference=None):
                 a, b, g = pool(runs, ref)
                 if g:
                     diff = (*compare(a, b, boot, groups=g)[2:], len(g))
-            rows.setdefault(label(backbone, meta.method, meta.ablation), {})[k] = (acc, lo, hi, len(runs), diff)
+            rows.setdefault(label(backbone, cell[0].method, cell[0].ablation), {})[k] = (acc, lo, hi, len(runs), diff,
+                                                                                   starts)
     return rows
 
 
@@ -153,8 +157,9 @@ def table(rows, versus="PointNeXt-S"):
             if k not in cells:
                 out.append("–")
                 continue
-            acc, lo, hi, n, diff = cells[k]
-            text = f"{acc:.1%} [{lo:.1%}, {hi:.1%}] ({n} run{'s' * (n > 1)})"
+            acc, lo, hi, n, diff, starts = cells[k]
+            mixed = f" from {starts} versions of the start entry" if starts > 1 else ""
+            text = f"{acc:.1%} [{lo:.1%}, {hi:.1%}] ({n} run{'s' * (n > 1)}{mixed})"
             if diff is not None:
                 d, dlo, dhi, n_models = diff
                 verdict = "ahead" if dlo > 0 else "behind" if dhi < 0 else "not resolved"

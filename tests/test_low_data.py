@@ -35,8 +35,9 @@ def test_curve_rows_average_draws_and_pair_with_pointnext(tmp_path):
                rec("pointnext", "pointnext-sm", 0, pn_a, shots=5, groups=groups)]
     rows = low_data.curves(records, "kicad33", boot=500)
     pn = rows["PointNeXt-S (from scratch)"]
-    acc, lo, hi, runs, diff = pn[10]
+    acc, lo, hi, runs, diff, starts = pn[10]
     assert runs == 2 and np.isclose(acc, 0.55) and lo < acc < hi and diff is None  # the draws averaged per model
+    assert starts == 0  # from scratch: no start entry
     ncm = next(v for k, v in rows.items() if k.startswith("NCM"))
     d, dlo, dhi, n_models = ncm[10][4]
     assert n_models == n
@@ -47,6 +48,20 @@ def test_curve_rows_average_draws_and_pair_with_pointnext(tmp_path):
     png = low_data.plot(rows, tmp_path / "c.png", "t")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.read_bytes() == low_data.plot(rows, tmp_path / "d.png", "t").read_bytes()  # same records, same bytes
+
+
+def test_a_cell_whose_draws_started_from_different_versions_of_an_entry_says_so():
+    def started(seed, sha):
+        r = RunRecord(name=f"ft-{seed}", benchmark="kicad33", backbone="whisper-tiny-en", method="any2point",
+                      ablation="from-entry", seed=seed, shots=10)
+        return r.finish(dict(test_acc=0.5), dict(training=dict(init_from_sha256=sha)), [1, 0], None)
+    pn = rec("pointnext", "pointnext-sm", 0, [1, 1])
+    same = low_data.curves([pn, started(0, "a" * 64), started(1, "a" * 64)], "kicad33", boot=50)
+    mixed = low_data.curves([pn, started(0, "a" * 64), started(1, "b" * 64)], "kicad33", boot=50)
+    row = "Any2Point (whisper-tiny-en), from-entry"
+    assert same[row][10][5] == 1 and mixed[row][10][5] == 2
+    assert "versions of the start entry" not in low_data.table(same)
+    assert "(2 runs from 2 versions of the start entry)" in low_data.table(mixed)
 
 
 def test_val_choice_lists_each_draw_and_averages_the_draws_every_row_has():
