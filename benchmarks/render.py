@@ -275,6 +275,8 @@ BLOCKS = [
           recipe_choice(["kicad33-recipe"], folds=False, base="pointpn-cpu", only=POINTPN_CANDIDATES)),
     Block("docs/RESULTS.md", "sh3d-pointpn-candidates",
           recipe_choice(["sh3d-recipe"], base="pointpn-cpu", only=POINTPN_CANDIDATES)),
+    Block("docs/RESULTS.md", "sh3d-pointpn-runs", runs_table("sh3d-pointpn")),
+    Block("docs/RESULTS.md", "sh3d-e100-runs", runs_table("sh3d-e100")),
     Block("docs/RESULTS.md", "low-data-kicad33", low_data("kicad33")),
     Block("docs/RESULTS.md", "low-data-sh3d", low_data("sh3d")),
     Block("docs/RESULTS.md", "low-data-val-kicad33", low_data_val("kicad33", 10)),
@@ -295,7 +297,7 @@ BLOCKS = [
     CardBlock("any2point-vision-dinov2s-kicad33", ("kicad33", "kicad33-pointpn")),
     CardBlock("any2point-audio-whisper-sh3d", ("sh3d-e50", "sh3d-recipe", "sh3d-pointpn"), folds_only=True),
     CardBlock("any2point-language-minilm-sh3d", ("sh3d-e50", "sh3d-pointpn"), folds_only=True),
-    CardBlock("any2point-vision-dinov2s-sh3d", ("sh3d-e50", "sh3d-pointpn"), folds_only=True),
+    CardBlock("any2point-vision-dinov2s-sh3d", ("sh3d-e50", "sh3d-pointpn", "sh3d-e100"), folds_only=True),
 ]
 
 
