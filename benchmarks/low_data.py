@@ -17,6 +17,7 @@ other benchmark never saw this task ("other-task-entry"). Each draw writes one r
 import argparse
 import hashlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -93,6 +94,17 @@ def ncm_records(benchmark, entries, data_root=None, out=RECORDS):
     return written
 
 
+class Cell(NamedTuple):
+    """One (method, k) of the curve. diff: (difference, lo, hi, test models) against PointNeXt-S, paired on the
+    test models both have, or None; starts: how many versions of a start entry its runs began from (0: none)."""
+    acc: float
+    lo: float
+    hi: float
+    runs: int
+    diff: tuple | None
+    starts: int
+
+
 def label(backbone, method, ablation):
     if method == "pointnext":
         return "PointNeXt-S (from scratch)" + (f", {ablation}" if ablation else "")
@@ -104,7 +116,7 @@ def label(backbone, method, ablation):
 
 
 def curves(records, benchmark, boot=2000, ks=None, reference=None):
-    """Records -> {row label: {k: (acc, lo, hi, runs, (diff, lo, hi, test models) vs PointNeXt-S or None, starts)}}
+    """Records -> {row label: {k: Cell}}
     over the runs of `benchmark` with k shots: draws averaged per test model, folds concatenated; intervals are
     bootstraps over the test groups (families on kicad33), the difference paired with PointNeXt-S's runs of the same
     k on the test models both have (reference: those of its diagnostic ablation `reference` instead, e.g.
@@ -131,8 +143,8 @@ def curves(records, benchmark, boot=2000, ks=None, reference=None):
                 a, b, g = pool(runs, ref)
                 if g:
                     diff = (*compare(a, b, boot, groups=g)[2:], len(g))
-            rows.setdefault(label(backbone, cell[0].method, cell[0].ablation), {})[k] = (acc, lo, hi, len(runs), diff,
-                                                                                   starts)
+            name = label(backbone, cell[0].method, cell[0].ablation)
+            rows.setdefault(name, {})[k] = Cell(acc, lo, hi, len(runs), diff, starts)
     return rows
 
 
@@ -213,10 +225,10 @@ def plot(rows, path, title):
     colours = [*plt.get_cmap("tab10").colors, *plt.get_cmap("tab20").colors[1::2]]
     for i, (name, cells) in enumerate(rows.items()):
         ks = sorted(cells)
-        acc = [cells[k][0] * 100 for k in ks]
+        acc = [cells[k].acc * 100 for k in ks]
         c = colours[i % len(colours)]
         ax.plot(ks, acc, marker="o", label=name, color=c, linestyle="--" if name.startswith("NCM") else "-")
-        ax.fill_between(ks, [cells[k][1] * 100 for k in ks], [cells[k][2] * 100 for k in ks], alpha=0.12, color=c)
+        ax.fill_between(ks, [cells[k].lo * 100 for k in ks], [cells[k].hi * 100 for k in ks], alpha=0.12, color=c)
     ks = sorted({k for c in rows.values() for k in c})
     if ks:
         ax.set_xscale("log")

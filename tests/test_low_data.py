@@ -39,10 +39,10 @@ def test_curve_rows_average_draws_and_pair_with_pointnext(tmp_path):
     assert runs == 2 and np.isclose(acc, 0.55) and lo < acc < hi and diff is None  # the draws averaged per model
     assert starts == 0  # from scratch: no start entry
     ncm = next(v for k, v in rows.items() if k.startswith("NCM"))
-    d, dlo, dhi, n_models = ncm[10][4]
+    d, dlo, dhi, n_models = ncm[10].diff
     assert n_models == n
     assert np.isclose(d, 0.95 - 0.55) and dlo > 0  # clearly ahead at k = 10
-    assert ncm[5][4][2] < 0  # 5% right against 50%: clearly behind at k = 5
+    assert ncm[5].diff[2] < 0  # 5% right against 50%: clearly behind at k = 5
     md = low_data.table(rows)
     assert "| method | k = 5 | k = 10 |" in md and "ahead" in md and "behind" in md
     png = low_data.plot(rows, tmp_path / "c.png", "t")
@@ -59,7 +59,7 @@ def test_a_cell_whose_draws_started_from_different_versions_of_an_entry_says_so(
     same = low_data.curves([pn, started(0, "a" * 64), started(1, "a" * 64)], "kicad33", boot=50)
     mixed = low_data.curves([pn, started(0, "a" * 64), started(1, "b" * 64)], "kicad33", boot=50)
     row = "Any2Point (whisper-tiny-en), from-entry"
-    assert same[row][10][5] == 1 and mixed[row][10][5] == 2
+    assert same[row][10].starts == 1 and mixed[row][10].starts == 2
     assert "versions of the start entry" not in low_data.table(same)
     assert "(2 runs from 2 versions of the start entry)" in low_data.table(mixed)
 
@@ -97,11 +97,11 @@ def test_rows_pair_with_a_pointnext_diagnostic_run_when_asked():
     pn512.ablation, pn512.name = "points-512", "pn512"
     ours = rec("any2point", "whisper-tiny-en", 0, [1] * 130 + [0] * 70, shots=None, groups=groups)
     rows = low_data.curves([pn, pn512, ours], "kicad33", boot=300, ks=[None], reference="points-512")
-    assert rows["PointNeXt-S (from scratch), points-512"][None][4] is None
-    assert np.isclose(rows["Any2Point (whisper-tiny-en)"][None][4][0], 0.15)
-    assert np.isclose(rows["PointNeXt-S (from scratch)"][None][4][0], 0.30)
+    assert rows["PointNeXt-S (from scratch), points-512"][None].diff is None
+    assert np.isclose(rows["Any2Point (whisper-tiny-en)"][None].diff[0], 0.15)
+    assert np.isclose(rows["PointNeXt-S (from scratch)"][None].diff[0], 0.30)
     default = low_data.curves([pn, pn512, ours], "kicad33", boot=300, ks=[None])
-    assert np.isclose(default["Any2Point (whisper-tiny-en)"][None][4][0], -0.15)  # against its own recipe
+    assert np.isclose(default["Any2Point (whisper-tiny-en)"][None].diff[0], -0.15)  # against its own recipe
     assert "vs PointNeXt-S on 512 points +15.0" in low_data.table(rows, versus="PointNeXt-S on 512 points")
 
 
