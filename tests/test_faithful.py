@@ -142,6 +142,31 @@ def test_pointpn_gradients_reach_every_parameter():
     assert_every_param_learns(tok)
 
 
+@pytest.mark.parametrize("duplicated", [False, True])  # duplicated points: ties in the neighbour max
+@pytest.mark.parametrize("tokenizer", ["pointpn", "onestage"])
+def test_neighbour_max_matches_amax_values_and_gradients(tokenizer, duplicated, monkeypatch):
+    """The tokenizers' neighbour max is max(), whose backward is cheap; amax (the reference) splits a tie's gradient
+    among its equal entries: the values and every parameter's gradient must be the same."""
+    import core.tokenizer as tk
+    x = clouds(2, 100)
+    if duplicated:
+        x = torch.cat([x, x[:, :60]], dim=1)  # each of 60 points twice: equal neighbours, equal features
+    grads = []
+    for fn in (tk.neighbour_max, tk.neighbour_max_reference):
+        monkeypatch.setattr(tk, "neighbour_max", fn)
+        torch.manual_seed(0)
+        tok = (PointPNTokenizer(20, **TINY_PN) if tokenizer == "pointpn" else tk.PointTokenizer(20, num_tokens=16, k=8,
+                                                                                               dim=16)).train()
+        tokens, _ = tok(x)
+        (tokens * torch.linspace(-1, 1, tokens.numel()).view_as(tokens)).sum().backward()
+        grads.append((tokens.detach(), {n: q.grad for n, q in tok.named_parameters()}))
+    (fast, g_fast), (ref, g_ref) = grads
+    assert torch.equal(fast, ref)
+    for name, g in g_ref.items():
+        # equal up to float rounding: the two backward passes add the same terms in another order
+        assert (g_fast[name] - g).abs().max() <= 1e-5 * g.abs().max(), name
+
+
 # --- full-width guided adapter ---------------------------------------------------------------------------------
 def _random_groups(b, g, v, seed=0):
     """Labels compared within one sample (and view), few groups so cells hold several tokens."""
