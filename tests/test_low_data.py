@@ -2,6 +2,7 @@
 import re
 
 import numpy as np
+import pytest
 
 from benchmarks import low_data
 from train.record import RunRecord
@@ -146,6 +147,27 @@ def test_suite_curve_from_an_entry_trains_the_linear_probe_without_the_start():
     assert "init_from=any2point-vision-dinov2s-sh3d" in dino[f"any2point-{key}-dinov2s-kicad33-k10-seed0"]
     sh3d = {r.name: r.flags for r in low_data_runs("sh3d", [10], 1, "minilm", "from-kicad33-entry-e100")}
     assert "init_from=any2point-language-minilm-kicad33" in sh3d["any2point-from-kicad33-entry-e100-minilm-sh3d-k10-seed0"]
+
+
+@pytest.mark.parametrize("backbone", ["whisper", "minilm", "dinov2s"])
+def test_the_as_trained_start_keeps_each_kicad33_entrys_structure(backbone):
+    """The furniture runs from the kicad33 entry "as trained" take each entry's own tokenizer, points and tokens; for
+    Whisper that is the change that spells its entry's structure out."""
+    from benchmarks.suite import BACKBONES, ablation_sets
+    from train.run import parse_args, read_start, resolve
+
+    def run_config(key):
+        sets = [x for kv in ablation_sets(key, backbone) for x in ("--set", kv)]
+        return resolve(parse_args(["--config", f"train/configs/sh3d_{backbone}.toml", "--shots", "10", *sets]))
+    cfg = run_config("from-kicad33-entry-as-trained-e100-lr1e-3")
+    entry = read_start(f"any2point-{BACKBONES[backbone]}-{backbone}-kicad33")[0]
+    assert cfg.model.to_dict() == entry["model"] and cfg.points == entry["model"]["num_points"]
+    assert (cfg.epochs, cfg.warmup_epochs, cfg.lr) == (100, 10, 1e-3)
+    spelled = run_config("from-kicad33-entry-e100-lr1e-3")
+    if backbone == "whisper":
+        assert spelled.model == cfg.model and spelled.points == cfg.points
+    else:  # the spelled-out change resizes the other entries (DINOv2) or does not fit them at all (MiniLM)
+        assert (spelled.model, spelled.points) != (cfg.model, cfg.points)
 
 
 def test_suite_only_takes_every_fold_of_a_name(capsys):
