@@ -163,8 +163,9 @@ def test_neighbour_max_matches_amax_values_and_gradients(tokenizer, duplicated, 
     (fast, g_fast), (ref, g_ref) = grads
     assert torch.equal(fast, ref)
     for name, g in g_ref.items():
-        # equal up to float rounding: the two backward passes add the same terms in another order
-        assert (g_fast[name] - g).abs().max() <= 1e-5 * g.abs().max(), name
+        # equal up to float rounding: the two backward passes add the same terms in another order (a BN bias's
+        # gradient is a sum of many terms that nearly cancel: 1e-5 of its largest entry failed on two threads)
+        assert (g_fast[name] - g).abs().max() <= 1e-4 * g.abs().max(), name
 
 
 # --- full-width guided adapter ---------------------------------------------------------------------------------

@@ -219,9 +219,15 @@ def test_a_spare_that_cannot_take_the_request_is_replaced(tmp_path):
     np.save(small, np.ones((10, 3), np.float32) * np.arange(10)[:, None])
     assert read_points(small, timeout_s=60).shape == (10, 3)  # the server is up, its next spare forked
     server = zoo.files._server()[0].pid
-    deadline = time.time() + 10
-    while len(_children(server)) != 1 and time.time() < deadline:  # the last reader reaped: only the spare
-        time.sleep(0.01)
+    # the last reader reaped: only the spare. Seen twice a second apart: on a loaded machine the lone child can be
+    # the reader that has just answered, before the server has forked the next spare
+    deadline, seen = time.time() + 30, None
+    while time.time() < deadline:
+        now = _children(server)
+        if len(now) == 1 and now == seen:
+            break
+        seen = now if len(now) == 1 else None
+        time.sleep(1.0 if seen else 0.01)
     (spare,) = _children(server)
     os.kill(spare, signal.SIGSTOP)
     start = time.time()
