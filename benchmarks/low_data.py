@@ -184,10 +184,13 @@ def table(rows, versus="PointNeXt-S"):
 
 def val_choice(records, benchmark, k):
     """How the low-data recipe is chosen: each method's val accuracy per draw at k shots (kicad33: seed,
-    SweetHome3D: fold), and its mean over the draws every row has. Val only: test is not read here. NCM counts as
-    a method when its entry is of the other task; an entry of this task chose its epoch on this val split (and its
-    older records have no val). The column "chosen" marks the candidate with the best mean, among the ways to use
-    the zoo (Any2Point runs and NCM); the baselines are what it is compared with, not candidates."""
+    SweetHome3D: fold), and its mean over the draws the complete rows have (every draw of the table; without a
+    complete row, the draws every row has). A row still missing some of them shows the mean over its own draws and
+    waits for the rest before it can be chosen: one more backbone's first draw must not shrink the choice of the
+    others to that draw. Val only: test is not read here. NCM counts as a method when its entry is of the other
+    task; an entry of this task chose its epoch on this val split (and its older records have no val). The column
+    "chosen" marks the candidate with the best mean, among the ways to use the zoo (Any2Point runs and NCM); the
+    baselines are what it is compared with, not candidates."""
     runs, candidates = {}, set()
     for r in records:
         if r.method == "ncm" and (r.ablation != "other-task-entry" or "val_acc" not in (r.result or {})):
@@ -201,13 +204,17 @@ def val_choice(records, benchmark, k):
     if not runs:
         return "No finished runs yet."
     draws = sorted({d for v in runs.values() for d in v})
-    common = [d for d in draws if all(d in v for v in runs.values())]
-    means = {name: np.mean([vals[d] for d in common]) for name, vals in runs.items()} if common else {}
+    complete = any(len(v) == len(draws) for v in runs.values())
+    common = draws if complete else [d for d in draws if all(d in v for v in runs.values())]
+    means = {name: np.mean([vals[d] for d in common]) for name, vals in runs.items()
+             if common and all(d in vals for d in common)}
     chosen = max(sorted(candidates & set(means)), key=means.get, default=None)
     lines = ["| method | " + " | ".join(f"val, {d}" for d in draws) + f" | mean over {', '.join(common) or '—'} "
              "| chosen |", "|---|" + "---|" * (len(draws) + 2)]
     for name, vals in sorted(runs.items()):
-        mean = f"{means[name]:.1%}" if name in means else "–"
+        own = [d for d in draws if d in vals]
+        mean = f"{means[name]:.1%}" if name in means else \
+            f"{np.mean([vals[d] for d in own]):.1%} (over {', '.join(own)} only)"
         lines.append(f"| {name} | " + " | ".join(f"{vals[d]:.1%}" if d in vals else "–" for d in draws) +
                      f" | {mean} | {'**yes**' if name == chosen else ''} |")
     return "\n".join(lines)

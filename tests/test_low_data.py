@@ -76,16 +76,24 @@ def test_val_choice_lists_each_draw_and_averages_the_draws_every_row_has():
                run("ncm", 0, 0.45, "other-task-entry"), run("ncm", 1, 0.55, "other-task-entry"),
                run("ncm", 0, 0.99, "own-task-entry"), run("linear_probe", 0, 0.90), run("linear_probe", 1, 0.90)]
     md = low_data.val_choice(records, "kicad33", 10).splitlines()
-    assert md[0] == "| method | val, seed 0 | val, seed 1 | mean over seed 0 | chosen |"  # seed 1 lacks run "a"
-    assert "| Any2Point (whisper-tiny-en), a | 30.0% | – | 30.0% |  |" in md
-    # k = 5 runs and NCM without val left out; "b" has the best mean of the zoo's ways over seed 0
-    assert "| Any2Point (whisper-tiny-en), b | 60.0% | 70.0% | 60.0% | **yes** |" in md
-    assert "| PointNeXt-S (from scratch) | 50.0% | 40.0% | 50.0% |  |" in md
+    assert md[0] == "| method | val, seed 0 | val, seed 1 | mean over seed 0, seed 1 | chosen |"
+    # run "a" lacks seed 1: its own mean, and it waits for that draw before it can be chosen
+    assert "| Any2Point (whisper-tiny-en), a | 30.0% | – | 30.0% (over seed 0 only) |  |" in md
+    # k = 5 runs and NCM without val left out; "b" has the best mean of the zoo's ways over both seeds
+    assert "| Any2Point (whisper-tiny-en), b | 60.0% | 70.0% | 65.0% | **yes** |" in md
+    assert "| PointNeXt-S (from scratch) | 50.0% | 40.0% | 45.0% |  |" in md
     assert "| linear probe (whisper-tiny-en) | 90.0% | 90.0% | 90.0% |  |" in md  # a baseline, never chosen
     # NCM on another task's entry is a candidate like the trained ones; on this task's entry (its epoch chosen on
     # this val) or without a val accuracy it is not
-    assert "| NCM on the whisper-tiny-en entry's embed() (other task) | 45.0% | 55.0% | 45.0% |  |" in md
+    assert "| NCM on the whisper-tiny-en entry's embed() (other task) | 45.0% | 55.0% | 50.0% |  |" in md
     assert not any("own task" in line for line in md) and len(md) == 7
+    # a partial row with a higher mean on its own draws is still not chosen over the complete ones
+    partial = low_data.val_choice([*records, run("any2point", 0, 0.95, "c")], "kicad33", 10)
+    assert "| Any2Point (whisper-tiny-en), c | 95.0% | – | 95.0% (over seed 0 only) |  |" in partial
+    assert "| Any2Point (whisper-tiny-en), b | 60.0% | 70.0% | 65.0% | **yes** |" in partial
+    # with no complete row, the draws every row has
+    both = [run("any2point", 0, 0.5, "x"), run("any2point", 1, 0.6, "y")]
+    assert "| mean over — |" in low_data.val_choice(both, "kicad33", 10)
     assert low_data.val_choice(records, "sh3d", 10) == "No finished runs yet."
 
 
