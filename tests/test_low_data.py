@@ -65,7 +65,7 @@ def test_a_cell_whose_draws_started_from_different_versions_of_an_entry_says_so(
     assert "(2 runs from 2 versions of the start entry)" in low_data.table(mixed)
 
 
-def test_val_choice_lists_each_draw_and_averages_the_draws_every_row_has():
+def test_val_choice_lists_each_draw_and_averages_the_draws_of_the_complete_rows():
     def run(method, seed, val, ablation=None, shots=10):
         r = RunRecord(name=f"{method}-{ablation}-{seed}", benchmark="kicad33", backbone="whisper-tiny-en",
                       method=method, ablation=ablation, seed=seed, shots=shots)
@@ -161,12 +161,12 @@ def test_suite_curve_from_an_entry_trains_the_linear_probe_without_the_start():
 def test_the_as_trained_start_keeps_each_kicad33_entrys_structure(backbone):
     """The furniture runs from the kicad33 entry "as trained" take each entry's own tokenizer, points and tokens; for
     Whisper that is the change that spells its entry's structure out."""
-    from benchmarks.suite import BACKBONES, ablation_sets
+    from benchmarks.suite import BACKBONES, ablation_flags
     from train.run import parse_args, read_start, resolve
 
-    def run_config(key):
-        sets = [x for kv in ablation_sets(key, backbone) for x in ("--set", kv)]
-        return resolve(parse_args(["--config", f"train/configs/sh3d_{backbone}.toml", "--shots", "10", *sets]))
+    def run_config(key):  # the flags the suite gives the run
+        flags = ablation_flags(key, backbone)
+        return resolve(parse_args(["--config", f"train/configs/sh3d_{backbone}.toml", "--shots", "10", *flags]))
     cfg = run_config("from-kicad33-entry-as-trained-e100-lr1e-3")
     entry = read_start(f"any2point-{BACKBONES[backbone]}-{backbone}-kicad33")[0]
     assert cfg.model.to_dict() == entry["model"] and cfg.points == entry["model"]["num_points"]
