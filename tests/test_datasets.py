@@ -284,3 +284,16 @@ def test_sh3d_errors(tmp_path, capsys):
         sh3d.find_catalogs(tmp_path)
     assert sh3d.main(["--out", str(tmp_path / "o"), "--catalogs", str(tmp_path)]) == 1
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_build_report_table_sums_each_class_and_split_in_aligned_columns():
+    from train.data.built import split_table
+    table = {"chair": {"train": 7, "val": 2, "test": 3}, "lamp": {"train": 4, "val": 1, "test": 0}}
+    plain = split_table(table, 17)
+    assert plain[0].split() == ["class", "train", "val", "test", "total"]
+    assert plain[1].split() == ["chair", "7", "2", "3", "12"] and plain[2].split() == ["lamp", "4", "1", "0", "5"]
+    assert plain[-1].split() == ["all", "11", "3", "3", "17"]
+    assert len({len(line) for line in plain}) == 1  # right-aligned columns: every row is as wide as the header
+    extra = split_table(table, 17, ("families", {"chair": 5, "lamp": 2}, 7))
+    assert extra[0].split()[-1] == "families" and [line.split()[-1] for line in extra[1:]] == ["5", "2", "7"]
+    assert len({len(line) for line in extra}) == 1

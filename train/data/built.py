@@ -37,6 +37,22 @@ class BuiltDataset(Dataset):
         return torch.from_numpy(self.points[i].copy()), int(self.targets[i])
 
 
+def split_table(table, models, extra=None) -> list[str]:
+    """A build report's class table: train / val / test / total models per class, then the totals row.
+
+    table: {class: {split: count}}; models: the build's total; extra=(header, {class: value}, total) adds a column."""
+    splits = ("train", "val", "test")
+
+    def row(name, counts, total, more):
+        return (f"{name:<18} " + " ".join(f"{counts[s]:>5}" for s in splits) + f" {total:>6}"
+                + (f" {more:>8}" if extra else ""))
+
+    header, per_class, all_value = extra or ("", {}, "")
+    lines = [row("class", dict(zip(splits, splits)), "total", header)]
+    lines += [row(c, t, sum(t.values()), per_class.get(c)) for c, t in table.items()]
+    return lines + [row("all", {s: sum(t[s] for t in table.values()) for s in splits}, models, all_value)]
+
+
 def require_build(root, outputs, hint):
     """A DatasetError saying how to build it, unless `root` holds a complete build (build.json is written last)."""
     root = Path(root)

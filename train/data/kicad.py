@@ -39,7 +39,7 @@ import numpy as np
 
 from . import debs
 from . import folds as kfold
-from .built import BuiltDataset, require_build
+from .built import BuiltDataset, require_build, split_table
 from .errors import DatasetError
 from .folder import stable_hash
 
@@ -546,13 +546,7 @@ def build(out, points: int = 2048, seed: int = 0, deb=None, models=None, force: 
 
 
 def format_report(r: dict) -> str:
-    lines = [f"{'class':<18} {'train':>5} {'val':>5} {'test':>5} {'total':>6} {'families':>8}"]
-    for c, t in r["table"].items():
-        lines.append(f"{c:<18} {t['train']:>5} {t['val']:>5} {t['test']:>5} {sum(t.values()):>6} "
-                     f"{r['families_per_class'][c]:>8}")
-    tot = {s: sum(t[s] for t in r["table"].values()) for s in kfold.SPLITS}
-    lines.append(f"{'all':<18} {tot['train']:>5} {tot['val']:>5} {tot['test']:>5} {r['models']:>6} "
-                 f"{r['families']:>8}")
+    lines = split_table(r["table"], r["models"], ("families", r["families_per_class"], r["families"]))
     lines.append(f"folds: {r['folds']}; licences: {r['licences']}")
     lines.append(f"read {r['read']} models; dropped {r['duplicates']} geometry duplicates, "
                  f"{len(r['cross_class_duplicates'])} duplicates of another class, {r['capped']} over the family cap; "

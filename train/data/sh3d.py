@@ -30,7 +30,7 @@ import numpy as np
 
 from . import debs
 from . import folds as kfold
-from .built import BuiltDataset, require_build
+from .built import BuiltDataset, require_build, split_table
 from .errors import DatasetError
 from .folder import stable_hash
 
@@ -299,11 +299,7 @@ def _build(out, points, seed, paths, package_version, force, min_models, log) ->
 
 
 def format_report(r: dict) -> str:
-    lines = [f"{'class':<18} {'train':>5} {'val':>5} {'test':>5} {'total':>6}"]
-    for c, t in r["table"].items():
-        lines.append(f"{c:<18} {t['train']:>5} {t['val']:>5} {t['test']:>5} {sum(t.values()):>6}")
-    tot = {s: sum(t[s] for t in r["table"].values()) for s in ("train", "val", "test")}
-    lines.append(f"{'all':<18} {tot['train']:>5} {tot['val']:>5} {tot['test']:>5} {r['models']:>6}")
+    lines = split_table(r["table"], r["models"])
     lines.append(f"skipped: {r['unmatched']} matched no class, {len(r['failed'])} failed to load, "
                  f"{sum(r['dropped_classes'].values())} in classes under {r['settings']['min_models']} models "
                  f"{r['dropped_classes']}")
