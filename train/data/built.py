@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DatasetError
+from .folds import SPLITS
 
 
 class BuiltDataset(Dataset):
@@ -41,16 +42,14 @@ def split_table(table, models, extra=None) -> list[str]:
     """A build report's class table: train / val / test / total models per class, then the totals row.
 
     table: {class: {split: count}}; models: the build's total; extra=(header, {class: value}, total) adds a column."""
-    splits = ("train", "val", "test")
-
     def row(name, counts, total, more):
-        return (f"{name:<18} " + " ".join(f"{counts[s]:>5}" for s in splits) + f" {total:>6}"
+        return (f"{name:<18} " + " ".join(f"{counts[s]:>5}" for s in SPLITS) + f" {total:>6}"
                 + (f" {more:>8}" if extra else ""))
 
     header, per_class, all_value = extra or ("", {}, "")
-    lines = [row("class", dict(zip(splits, splits)), "total", header)]
+    lines = [row("class", dict(zip(SPLITS, SPLITS)), "total", header)]
     lines += [row(c, t, sum(t.values()), per_class.get(c)) for c, t in table.items()]
-    return lines + [row("all", {s: sum(t[s] for t in table.values()) for s in splits}, models, all_value)]
+    return lines + [row("all", {s: sum(t[s] for t in table.values()) for s in SPLITS}, models, all_value)]
 
 
 def require_build(root, outputs, hint):
