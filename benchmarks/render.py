@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchmarks.blocks import read_block, update_block
-from benchmarks.suite import POINTPN_CANDIDATES
+from benchmarks.suite import POINTPN_CANDIDATES, SH3D_E100_CANDIDATES
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path("benchmarks/results")
@@ -275,6 +275,8 @@ BLOCKS = [
           recipe_choice(["kicad33-recipe"], folds=False, base="pointpn-cpu", only=POINTPN_CANDIDATES)),
     Block("docs/RESULTS.md", "sh3d-pointpn-candidates",
           recipe_choice(["sh3d-recipe"], base="pointpn-cpu", only=POINTPN_CANDIDATES)),
+    Block("docs/RESULTS.md", "sh3d-e100-candidates",
+          recipe_choice(["sh3d-recipe"], base="pointpn-cpu-e100", only=SH3D_E100_CANDIDATES)),
     Block("docs/RESULTS.md", "sh3d-pointpn-runs", runs_table("sh3d-pointpn")),
     Block("docs/RESULTS.md", "sh3d-e100-runs", runs_table("sh3d-e100")),
     Block("docs/RESULTS.md", "low-data-kicad33", low_data("kicad33")),
