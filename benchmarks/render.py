@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchmarks.blocks import read_block, update_block
-from benchmarks.suite import POINTPN_CANDIDATES, SH3D_E100_CANDIDATES
+from benchmarks.suite import KICAD33_E60_CANDIDATES, POINTPN_CANDIDATES, SH3D_E100_CANDIDATES
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path("benchmarks/results")
@@ -273,6 +273,9 @@ BLOCKS = [
     Block("docs/RESULTS.md", "sh3d-recipe-choice", recipe_choice(["sh3d-e50", "sh3d-recipe"])),
     Block("docs/RESULTS.md", "kicad33-pointpn-candidates",
           recipe_choice(["kicad33-recipe"], folds=False, base="pointpn-cpu", only=POINTPN_CANDIDATES)),
+    Block("docs/RESULTS.md", "kicad33-e60-candidates",
+          recipe_choice(["kicad33-recipe"], folds=False, base="pointpn-cpu-1024-t128-e60",
+                        only=KICAD33_E60_CANDIDATES)),
     Block("docs/RESULTS.md", "sh3d-pointpn-candidates",
           recipe_choice(["sh3d-recipe"], base="pointpn-cpu", only=POINTPN_CANDIDATES)),
     Block("docs/RESULTS.md", "sh3d-e100-candidates",
