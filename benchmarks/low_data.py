@@ -119,10 +119,10 @@ def curves(records, benchmark, boot=2000, ks=None, reference=None):
     """Records -> {row label: {k: Cell}}
     over the runs of `benchmark` with k shots: draws averaged per test model, folds concatenated; intervals are
     bootstraps over the test groups (families on kicad33), the difference paired with PointNeXt-S's runs of the same
-    k on the test models both have (reference: those of its diagnostic ablation `reference` instead, e.g.
-    points-512). starts: how many versions of a start entry (`--init-from`) the runs began from, 0 without one: an
+    k on the test models both have, on the schedule val chooses (compare_runs.pointnext_schedule; reference: those
+    of its diagnostic ablation `reference` instead, e.g. points-512). starts: how many versions of a start entry (`--init-from`) the runs began from, 0 without one: an
     entry retrained under its name between draws leaves a cell mixing them, and the table says so."""
-    from benchmarks.compare_runs import collect, compare, method_key, pool
+    from benchmarks.compare_runs import collect, compare, method_key, pointnext_schedule, pool
     records = list({r.key: r for r in records if r.done}.values())  # one run per key, whichever campaign holds it
     rows = {}
     if ks is None:  # every k the records have; [None]: the full-data comparison (whole training split)
@@ -130,7 +130,9 @@ def curves(records, benchmark, boot=2000, ks=None, reference=None):
     for k in ks:
         res = collect([r for r in records if r.benchmark == benchmark], shots=k)
         res = {(b, m): v for (b, m), v in res.items()}
-        ref_key = ("pointnext-sm", f"ablation:{reference}" if reference else "pointnext")
+        # without a diagnostic reference, PointNeXt-S on the schedule val chooses at this k
+        ablation = reference or pointnext_schedule([r for r in records if r.benchmark == benchmark and r.shots == k])
+        ref_key = ("pointnext-sm", f"ablation:{ablation}" if ablation else "pointnext")
         ref = res.get(ref_key)
         for (backbone, mkey), runs in sorted(res.items()):
             cell = [r for r in records if r.benchmark == benchmark and r.shots == k and r.backbone == backbone

@@ -604,6 +604,32 @@ def test_a_card_names_the_command_only_for_its_own_recipe(tmp_path):
         assert expect in note and ("--runs-dir runs/c" in note) == (not tokenizer)
 
 
+def test_a_card_compares_with_pointnext_on_the_schedule_val_chose(tmp_path):
+    """Where PointNeXt-S's 100-epoch runs beat its recipe file's on val, the card's PointNeXt-S row is theirs, and its
+    protocol line says so; without them it is the file's."""
+    from benchmarks import compare_runs
+    model = compare_runs._config_tokenizer("sh3d", "whisper")
+    shipped = {"backbone": {"spec": "packaged:whisper-tiny-en"}, "model": model, "adapter": {"sha256": "a" * 64},
+               "training": {k: 1 for k in compare_runs.RECIPE_KEYS} | {"dataset": "sh3d"}}
+    (tmp_path / "config.json").write_text(json.dumps(shipped))
+    mine = record("mine", acc=0.7)
+    mine.entry = {"adapter_sha256": "a" * 64, "model": model}
+    pn = record("pn", backbone="pointnext-sm", method="pointnext", acc=0.6, val=0.5)
+    pn100 = record("pn100", backbone="pointnext-sm", method="pointnext", ablation="epochs-100", acc=0.8, val=0.55)
+
+    def lines(records):
+        return compare_runs.card_comparison(tmp_path, records, boot=100, campaign="c")
+    with_longer = lines([mine, pn, pn100])
+    assert any(ln.startswith("| whisper-tiny-en | PointNeXt-S (from scratch) | 1 / 1 | 70.0% | 80.0% | -10.0 |")
+               for ln in with_longer)
+    assert "sh3d_pointnext.toml, epochs-100: the schedule val chose over the file's)" in with_longer[-1]
+    pn100.result["val_acc"] = 0.45
+    file_only = lines([mine, pn, pn100])
+    assert any(ln.startswith("| whisper-tiny-en | PointNeXt-S (from scratch) | 1 / 1 | 70.0% | 60.0% | +10.0 |")
+               for ln in file_only)
+    assert "(train/configs/sh3d_pointnext.toml) and the same split" in file_only[-1]
+
+
 def test_runs_of_a_candidate_that_became_the_recipe_are_labelled_as_it():
     """After the choice the recipe's runs carry no ablation label, like the earlier recipe's runs of the same method
     and backbone: the full-data tables label them by their model settings, never pooling the two recipes."""

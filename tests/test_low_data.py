@@ -114,6 +114,32 @@ def test_rows_pair_with_a_pointnext_diagnostic_run_when_asked():
     assert "vs PointNeXt-S on 512 points +15.0" in low_data.table(rows, versus="PointNeXt-S on 512 points")
 
 
+def test_pointnext_is_compared_on_the_schedule_val_chooses():
+    """PointNeXt-S gets the longer schedule our entries train where its val is higher over every draw its recipe
+    file's runs have; a missing draw, a tie or a diagnostic run (points-512) keeps the file's schedule."""
+    from benchmarks.compare_runs import pointnext_schedule
+    groups = [f"f{i // 4}" for i in range(200)]
+
+    def pn(seed, val, correct, ablation=None):
+        r = rec("pointnext", "pointnext-sm", seed, correct, groups=groups)
+        r.ablation, r.name, r.result["val_acc"] = ablation, f"pn-{ablation}-{seed}", val
+        return r
+    base = [pn(0, 0.50, [1] * 100 + [0] * 100), pn(1, 0.52, [1] * 100 + [0] * 100)]
+    longer = [pn(0, 0.60, [1] * 150 + [0] * 50, "epochs-100"), pn(1, 0.58, [1] * 150 + [0] * 50, "epochs-100")]
+    odd = pn(0, 0.99, [0] * 200, "points-512")
+    ours = rec("any2point", "whisper-tiny-en", 0, [1] * 140 + [0] * 60, groups=groups)
+    assert pointnext_schedule([*base, *longer, odd]) == "epochs-100"
+    assert pointnext_schedule([*base, longer[0], odd]) is None  # the longer schedule still lacks seed 1
+    assert pointnext_schedule([*base, pn(0, 0.50, [0], "epochs-100"), pn(1, 0.52, [0], "epochs-100")]) is None
+    assert pointnext_schedule(longer) is None  # no run of the recipe file's schedule: nothing to weigh it against
+    rows = low_data.curves([*base, *longer, odd, ours], "kicad33", boot=300)
+    assert rows["PointNeXt-S (from scratch), epochs-100"][10].diff is None  # the reference now
+    assert np.isclose(rows["Any2Point (whisper-tiny-en)"][10].diff[0], 0.70 - 0.75)
+    assert np.isclose(rows["PointNeXt-S (from scratch)"][10].diff[0], -0.25)
+    before = low_data.curves([*base, longer[0], ours], "kicad33", boot=300)
+    assert np.isclose(before["Any2Point (whisper-tiny-en)"][10].diff[0], 0.70 - 0.50)
+
+
 def test_suite_plans_the_curve_with_the_same_draws_for_every_method():
     from benchmarks.suite import low_data_runs
     plan = low_data_runs("kicad33", [10, 50], draws=3)
