@@ -120,8 +120,9 @@ def curves(records, benchmark, boot=2000, ks=None, reference=None):
     over the runs of `benchmark` with k shots: draws averaged per test model, folds concatenated; intervals are
     bootstraps over the test groups (families on kicad33), the difference paired with PointNeXt-S's runs of the same
     k on the test models both have, on the schedule val chooses (compare_runs.pointnext_schedule; reference: those
-    of its diagnostic ablation `reference` instead, e.g. points-512). starts: how many versions of a start entry (`--init-from`) the runs began from, 0 without one: an
-    entry retrained under its name between draws leaves a cell mixing them, and the table says so."""
+    of its diagnostic ablation `reference` instead, e.g. points-512). starts: how many versions of a start entry
+    (`--init-from`) the runs began from, 0 without one: an entry retrained under its name between draws leaves a
+    cell mixing them, and the table says so."""
     from benchmarks.compare_runs import collect, compare, method_key, pointnext_schedule, pool
     records = list({r.key: r for r in records if r.done}.values())  # one run per key, whichever campaign holds it
     rows = {}
