@@ -164,6 +164,23 @@ def test_suite_curve_with_a_recipe_change_labels_it_and_spares_pointnext():
     assert plan["pointnext-sh3d-k10-seed0"] == ["--shots", "10", "--seed", "0"]
 
 
+def test_suite_plans_pointnext_on_the_longer_schedule_as_its_records_name_it():
+    # the hand-run PointNeXt-S 100-epoch records (pointnext-epochs100-...) are what the suite skips when it plans them
+    from benchmarks.compare_runs import POINTNEXT_SCHEDULES
+    from benchmarks.suite import low_data_runs, runs
+    from train.run import parse_args, resolve
+    assert POINTNEXT_SCHEDULES == (None, "epochs-100")
+    low = {r.name: r.flags for r in low_data_runs("kicad33", [5], draws=1, pointnext_schedule="epochs-100")}
+    flags = low["pointnext-epochs100-kicad33-k5-seed0"]
+    assert flags[flags.index("--ablation") + 1] == "epochs-100"
+    cfg = resolve(parse_args(["--config", "train/configs/kicad33_pointnext.toml", *flags]))
+    assert (cfg.epochs, cfg.warmup_epochs, cfg.shots, cfg.seed) == (100, 5, 5, 0)
+    assert "--ablation" not in low["any2point-whisper-kicad33-k5-seed0"]  # Any2Point keeps its recipe
+    assert "pointnext-kicad33-k5-seed0" in {r.name for r in low_data_runs("kicad33", [5], draws=1)}
+    full = {r.name: r.flags for r in runs(None, benchmark="kicad33", pointnext=True, pointnext_schedule="epochs-100")}
+    assert full["pointnext-kicad33-epochs100"] == flags[4:]
+
+
 def test_suite_curve_from_an_entry_trains_the_linear_probe_without_the_start():
     # train.run refuses --init-from for a linear probe (no adapters to load): the probe keeps the rest of the change
     from benchmarks.suite import METHOD_ABLATIONS, ablation_text, low_data_runs
