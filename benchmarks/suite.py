@@ -261,15 +261,15 @@ def probe_flags(key, backbone):
 
 # PointNeXt-S's longer schedule (issue #26): the 100 epochs our entries train, its warm-up its recipe files' 5%. Val
 # chooses between it and the recipe file's schedule (compare_runs.pointnext_schedule)
-POINTNEXT_SCHEDULES = {"epochs-100": ["epochs=100", "warmup_epochs=5"]}
+POINTNEXT_LONGER = {"epochs-100": ["epochs=100", "warmup_epochs=5"]}
 
 
 def pointnext_schedule_flags(schedule=None):
-    """PointNeXt-S on `schedule` (a POINTNEXT_SCHEDULES key; None: its recipe file's) -> (what its run names add:
+    """PointNeXt-S on `schedule` (a POINTNEXT_LONGER key; None: its recipe file's) -> (what its run names add:
     pointnext-epochs100-..., as the records have it; its train/run.py flags)."""
     if schedule is None:
         return "", []
-    return "-" + schedule.replace("-", ""), _labelled(schedule, POINTNEXT_SCHEDULES[schedule])
+    return "-" + schedule.replace("-", ""), _labelled(schedule, POINTNEXT_LONGER[schedule])
 
 
 def low_data_runs(benchmark, shots, draws, backbone="whisper", recipe_change=None, pointnext_schedule=None):
@@ -277,7 +277,7 @@ def low_data_runs(benchmark, shots, draws, backbone="whisper", recipe_change=Non
     k training models per class (train/run.py --shots k --seed s); one draw for k > 20, as the curve's protocol.
     recipe_change: a METHOD_ABLATIONS key applied to the Any2Point and linear-probe runs (named and recorded as
     such; probe_flags says what the probe takes of it); PointNeXt-S keeps its own recipe, on its file's schedule or
-    on POINTNEXT_SCHEDULES[pointnext_schedule]."""
+    on POINTNEXT_LONGER[pointnext_schedule]."""
     change = ablation_flags(recipe_change, backbone) if recipe_change else []
     probe = probe_flags(recipe_change, backbone) if recipe_change else []
     label, probe_label = (f"-{f[1]}" if f else "" for f in (change, probe))  # the name carries the --ablation label
@@ -321,7 +321,7 @@ def recipe_pe(short, benchmark="sh3d"):
 def runs(ablation_backbone, seeds=(0,), controls=(), benchmark="sh3d", folds=None, method_ablations=False,
          pointnext=False, pointnext_schedule=None):
     """[Run] in the order they run; folds: each run once per round. pointnext: PointNeXt-S beside the main runs
-    (train/configs/<benchmark>_pointnext.toml; pointnext_schedule: on that POINTNEXT_SCHEDULES entry)."""
+    (train/configs/<benchmark>_pointnext.toml; pointnext_schedule: on that POINTNEXT_LONGER entry)."""
     out = main_runs(seeds[0], seeds[0], benchmark)
     if pointnext:
         part, schedule = pointnext_schedule_flags(pointnext_schedule)
@@ -362,7 +362,7 @@ def main(argv=None):
                    help="also run the random-backbone control (Any2Point on random frozen weights) for these")
     p.add_argument("--pointnext", action="store_true", help="also PointNeXt-S, the 3D-native baseline, beside the "
                    "main runs (every fold and seed)")
-    p.add_argument("--pointnext-schedule", choices=list(POINTNEXT_SCHEDULES), help="PointNeXt-S's runs (--pointnext, "
+    p.add_argument("--pointnext-schedule", choices=list(POINTNEXT_LONGER), help="PointNeXt-S's runs (--pointnext, "
                    "--shots) on this schedule instead of its recipe file's; the tables pair with the one val chooses")
     p.add_argument("--shots", type=int, nargs="+", help="instead: the low-data curve at these k (training models "
                    "per class): Whisper Any2Point, its linear probe and PointNeXt-S per k and draw")
