@@ -78,6 +78,8 @@ def _start(task):
 
 
 _FROM_SH3D = [*_E100, _start("sh3d")]
+# the furniture low-data change from the kicad33 Whisper entry's structure (two keys: one per version of that entry)
+_FROM_KICAD33_LR = [*_T128, *_SCHEDULE_E100, _start("kicad33"), "lr=1e-3"]
 
 METHOD_ABLATIONS = {
     "pointpn-official": ("whisper", "hierarchical Point-PN, official widths and k = 64 (stages halve the cloud)",
@@ -107,7 +109,7 @@ METHOD_ABLATIONS = {
     "from-kicad33-entry-e100-lr1e-3": ("whisper", "fine-tuned from the kicad33 entry of its backbone (Whisper's: its "
                                        "Point-PN on 1,024 points and 128 tokens, adapters and head body), 100 epochs "
                                        "(warm-up 10), lr 1e-3",
-                                       [*_T128, *_SCHEDULE_E100, _start("kicad33"), "lr=1e-3"]),
+                                       _FROM_KICAD33_LR),
     # the same change from the kicad33 Whisper entry as retrained on 100 epochs (84558dd: kicad33 val 70.7% -> 72.8%,
     # test 67.5% -> 71.1%). The furniture goal cells tie PointNeXt-S and the start was their largest gain; the
     # records of the change above began from the 60-epoch entry, so the better start gets its own name and row
@@ -115,7 +117,7 @@ METHOD_ABLATIONS = {
                                                   "as retrained on 100 epochs (Whisper's: its Point-PN on 1,024 "
                                                   "points and 128 tokens, adapters and head body), 100 epochs "
                                                   "(warm-up 10), lr 1e-3",
-                                                  [*_T128, *_SCHEDULE_E100, _start("kicad33"), "lr=1e-3"]),
+                                                  _FROM_KICAD33_LR),
     # PointNeXt-S reads 1,024 points where the runs from the furniture entry read its 512; on kicad33 at full data
     # 1,024 points gained PointNeXt-S 13 points. The entry's Point-PN weights do not depend on the centre counts, so
     # this run feeds the same start 1,024 points, its first stage halving them (1,024 -> 512 -> 128 -> 64 tokens)
