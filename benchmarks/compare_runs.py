@@ -246,17 +246,26 @@ def _model(record):
 _RECIPE_TOKENIZER_KEYS = tuple(k for k in TOKENIZER_KEYS if k != "num_points")
 
 
-def recipe_label(record, key="pointpn-cpu"):
-    """A run without an ablation label whose model has every model setting of method ablation `key` (a candidate that
-    became the recipe: such runs were trained after the choice) labelled `key`, so the tables tell it from the
-    earlier recipe's runs of the same method and backbone, which carry no label either."""
+# the method ablations that became the recipe, most specific first: pointpn-cpu-e100 is pointpn-cpu on the furniture
+# recipe's 100 epochs (the Whisper entry's; its baselines train the same schedule)
+RECIPE_LABELS = ("pointpn-cpu-e100", "pointpn-cpu")
+
+
+def recipe_label(record, keys=RECIPE_LABELS):
+    """A run without an ablation label whose model has every model setting of a method ablation in `keys` (a
+    candidate that became the recipe: such runs were trained after the choice) labelled with the first such key, so
+    the tables tell it from the earlier recipe's runs of the same method and backbone, which carry no label either.
+    A key's settings beyond the last key's that are not model settings (a schedule) must match the run's settings."""
     if record.ablation or record.method == "pointnext":
         return record
     from train.run import parse_setting
-    model = _model(record)
-    settings = [parse_setting(kv) for kv in METHOD_ABLATIONS[key][2]]
-    if all(model.get(k.removeprefix("model.")) == v for k, v in settings if k.startswith("model.")):
-        return dataclasses.replace(record, ablation=key)
+    model, run = _model(record), record.run_config or {}
+    base = set(METHOD_ABLATIONS[keys[-1]][2])
+    for key in keys:
+        settings = [(kv in base, *parse_setting(kv)) for kv in METHOD_ABLATIONS[key][2]]
+        if all(model.get(k.removeprefix("model.")) == v for _, k, v in settings if k.startswith("model.")) and \
+                all(k in run and run[k] == v for in_base, k, v in settings if not in_base and "." not in k):
+            return dataclasses.replace(record, ablation=key)
     return record
 
 

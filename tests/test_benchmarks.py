@@ -644,6 +644,10 @@ def test_runs_of_a_candidate_that_became_the_recipe_are_labelled_as_it():
     assert recipe_label(old).ablation is None and recipe_label(official).ablation is None
     labelled = rec("cand", now, ablation="pointpn-cpu-e100")
     assert recipe_label(labelled).ablation == "pointpn-cpu-e100"  # a label given when it ran is kept
+    for schedule, label in (({"epochs": 100, "warmup_epochs": 10}, "pointpn-cpu-e100"),  # the furniture schedule
+                            ({"epochs": 100, "warmup_epochs": 5}, "pointpn-cpu"), ({"epochs": 50}, "pointpn-cpu")):
+        probe = dataclasses.replace(new, method="linear_probe", run_config=new.run_config | schedule)
+        assert recipe_label(probe).ablation == label, schedule
     rows = curves([recipe_label(r) for r in (new, old)], "sh3d", boot=50, ks=[None])
     assert sorted(rows) == ["Any2Point (minilm-l6)", "Any2Point (minilm-l6), pointpn-cpu"]
     assert (rows["Any2Point (minilm-l6), pointpn-cpu"][None][0], rows["Any2Point (minilm-l6)"][None][0]) == (0.7, 0.5)
@@ -693,3 +697,35 @@ def test_the_recipe_runs_table_shows_the_recipe_and_its_candidate_run_only(tmp_p
     assert len(rows) == 2 and not any("ablation" in r for r in rows)
     assert sorted(r.split(" | ")[0] for r in rows) == ["| minilm-l6 (audio)", "| whisper-tiny-en (audio)"]
     assert len(render.runs_table("c")(tmp_path).splitlines()[2:]) == 3  # without recipe=: every run
+
+
+def test_the_entries_table_puts_the_fold_rows_of_each_card_side_by_side(tmp_path, monkeypatch):
+    """RESULTS' entries table: each entry's recipe on the folds against its own-recipe baselines and PointNeXt-S (its
+    card's rows, from card_records); an entry whose recipe has no fold runs is left out, not shown on its default
+    split among fold rows."""
+    from benchmarks import compare_runs, render
+    recipe = {k: 1 for k in compare_runs.RECIPE_KEYS} | {"dataset": "sh3d", "seed": 0}
+    model = compare_runs._config_tokenizer("sh3d", "whisper")
+    for entry, spec in (("w", "packaged:whisper-tiny-en"), ("m", "packaged:minilm-l6")):
+        (tmp_path / "zoo" / "checkpoints" / entry).mkdir(parents=True)
+        (tmp_path / "zoo" / "checkpoints" / entry / "config.json").write_text(json.dumps(
+            {"backbone": {"spec": spec}, "training": recipe, "model": model, "adapter": {"sha256": entry * 64}}))
+
+    def run(name, fold, acc, method="any2point", backbone="whisper-tiny-en", **kw):
+        r = record(name, backbone=backbone, method=method, fold=fold, acc=acc, **kw)
+        r.run_config, r.entry = dict(recipe), {"model": model, "adapter_sha256": "w" * 64}
+        return r
+    shipped_m = run("m", None, 0.9, backbone="minilm-l6")
+    shipped_m.entry["adapter_sha256"] = "m" * 64
+    records = {"c": [run("a0", 0, 0.8), run("a1", 1, 0.6), run("p0", 0, 0.5, "linear_probe"),
+                     run("p1", 1, 0.5, "linear_probe"), run("w", None, 0.9), shipped_m],
+               "pointnext": [record(f"n{k}", backbone="pointnext-sm", method="pointnext", fold=k, acc=0.6)
+                             for k in (0, 1)]}
+    monkeypatch.setattr(render, "_records", lambda root, c: records.get(c, []))
+    md = render.entries_comparison(("w", "m"), ("c",), folds_only=True)(tmp_path)
+    body = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| backbone")]
+    assert [ln.split(" | ")[:6] for ln in body] == [
+        ["| whisper-tiny-en", "linear probe", "2 / 2", "70.0%", "50.0%", "+20.0"],
+        ["| whisper-tiny-en", "PointNeXt-S (from scratch)", "2 / 2", "70.0%", "60.0%", "+10.0"]]
+    records["c"] = records["c"][-2:]  # the shipped weights' runs only: no entry has fold runs
+    assert render.entries_comparison(("w", "m"), ("c",), folds_only=True)(tmp_path) == "No finished runs yet."
