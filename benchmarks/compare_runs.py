@@ -65,8 +65,12 @@ class Tested:
 
 
 def method_key(record):
-    """What a run is compared as: its method, or "ablation:<key>" for an ablation of a recipe."""
-    return f"ablation:{record.ablation}" if record.ablation else record.method
+    """What a run is compared as: its method, or "ablation:<key>" for an ablation of a recipe (Any2Point's, or
+    PointNeXt-S's schedule); a baseline under a recipe's label keeps its method ("linear_probe:ablation:<key>"), so
+    it never pools with the Any2Point runs of the same label."""
+    if not record.ablation:
+        return record.method
+    return ("" if record.method in ("any2point", "pointnext") else f"{record.method}:") + f"ablation:{record.ablation}"
 
 
 def collect(records, folds_only=False, shots=None):

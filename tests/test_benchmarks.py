@@ -648,6 +648,11 @@ def test_runs_of_a_candidate_that_became_the_recipe_are_labelled_as_it():
                             ({"epochs": 100, "warmup_epochs": 5}, "pointpn-cpu"), ({"epochs": 50}, "pointpn-cpu")):
         probe = dataclasses.replace(new, method="linear_probe", run_config=new.run_config | schedule)
         assert recipe_label(probe).ablation == label, schedule
+    both = [recipe_label(dataclasses.replace(r, run_config={"epochs": 100, "warmup_epochs": 10}))
+            for r in (new, dataclasses.replace(new, name="probe", method="linear_probe", test_correct=[0] * 60))]
+    rows = curves(both, "sh3d", boot=50, ks=[None])  # the same label, two methods: two rows, never pooled
+    assert {name: (row[None][0], row[None][3]) for name, row in rows.items()} == {
+        "Any2Point (minilm-l6), pointpn-cpu-e100": (0.7, 1), "linear probe (minilm-l6), pointpn-cpu-e100": (0.0, 1)}
     rows = curves([recipe_label(r) for r in (new, old)], "sh3d", boot=50, ks=[None])
     assert sorted(rows) == ["Any2Point (minilm-l6)", "Any2Point (minilm-l6), pointpn-cpu"]
     assert (rows["Any2Point (minilm-l6), pointpn-cpu"][None][0], rows["Any2Point (minilm-l6)"][None][0]) == (0.7, 0.5)
