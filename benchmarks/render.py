@@ -42,15 +42,16 @@ def runs_table(*campaigns, recipe=None):
     return render
 
 
-def entries_comparison(entries, campaigns, folds_only=False):
-    """The shipped entries' recipes against their baselines and PointNeXt-S, one table: the rows their model cards
+def entries_comparison(task, campaigns, folds_only=False):
+    """The task's shipped entries' recipes against their baselines and PointNeXt-S, one table: the rows their cards
     give (compare_runs.card_records), for reading side by side; with folds_only, only the entries whose recipe has
     fold runs (a card falls back to the default split)."""
     def render(root):
         from benchmarks.compare_runs import card_records, collect, table
+        from zoo.registry import TASK_DEFAULTS
         records = [r for c in (*campaigns, "pointnext") for r in _records(root, c)]
         results = {}
-        for entry in entries:
+        for entry in sorted(TASK_DEFAULTS[task].values()):
             shipped = json.loads((Path(root) / "zoo" / "checkpoints" / entry / "config.json").read_text())
             selected, folds = card_records(shipped, records, folds_only)
             if folds == folds_only:
@@ -267,7 +268,6 @@ class CardBlock:
 
 # the furniture campaigns whose fold runs the full-data tables read (sh3d-pointpn: the recipe files' fold runs)
 SH3D_CAMPAIGNS = ("sh3d-e50", "sh3d-recipe", "sh3d-pointpn")
-SH3D_ENTRIES = ("any2point-audio-whisper-sh3d", "any2point-language-minilm-sh3d", "any2point-vision-dinov2s-sh3d")
 
 BLOCKS = [
     Block("README.md", "entries", entries),
@@ -292,7 +292,7 @@ BLOCKS = [
     Block("docs/RESULTS.md", "sh3d-vs-pointnext-512",
           versus_pointnext("sh3d", SH3D_CAMPAIGNS, folds_only=True, points=512)),
     Block("docs/RESULTS.md", "sh3d-entries-comparison",
-          entries_comparison(SH3D_ENTRIES, (*SH3D_CAMPAIGNS, "sh3d-e100"), folds_only=True)),
+          entries_comparison("sh3d", (*SH3D_CAMPAIGNS, "sh3d-e100"), folds_only=True)),
     Block("docs/RESULTS.md", "sh3d-recipe-choice", recipe_choice(["sh3d-e50", "sh3d-recipe"])),
     Block("docs/RESULTS.md", "kicad33-pointpn-candidates",
           recipe_choice(["kicad33-recipe"], folds=False, base="pointpn-cpu", only=POINTPN_CANDIDATES)),
