@@ -42,19 +42,19 @@ def runs_table(*campaigns, recipe=None):
     return render
 
 
-def entries_comparison(task, campaigns, folds_only=False):
-    """The task's shipped entries' recipes against their baselines and PointNeXt-S, one table: the rows their cards
-    give (compare_runs.card_records), for reading side by side; with folds_only, only the entries whose recipe has
-    fold runs (a card falls back to the default split)."""
+def entries_comparison(task):
+    """The task's shipped entries against their baselines and PointNeXt-S, one table: the rows of their model cards
+    (each CardBlock's records and split), for reading side by side; an entry whose fold-only card falls back to the
+    default split (its recipe has no fold runs yet) is left out."""
     def render(root):
         from benchmarks.compare_runs import card_records, collect, table
         from zoo.registry import TASK_DEFAULTS
-        records = [r for c in (*campaigns, "pointnext") for r in _records(root, c)]
         results = {}
-        for entry in sorted(TASK_DEFAULTS[task].values()):
-            shipped = json.loads((Path(root) / "zoo" / "checkpoints" / entry / "config.json").read_text())
-            selected, folds = card_records(shipped, records, folds_only)
-            if folds == folds_only:
+        for card in sorted((b for b in BLOCKS if isinstance(b, CardBlock) and b.entry in TASK_DEFAULTS[task].values()),
+                           key=lambda b: b.entry):
+            shipped = json.loads((card.folder(root) / "config.json").read_text())
+            selected, folds = card_records(shipped, card.records(root), card.folds_only)
+            if folds == card.folds_only:
                 results.update(collect(selected, folds))
         return table(results) if results else "No finished runs yet."
     return render
@@ -247,9 +247,12 @@ class CardBlock:
     def folder(self, root):
         return Path(root) / "zoo" / "checkpoints" / self.entry
 
+    def records(self, root):
+        return [r for c in (*self.campaigns, "pointnext") for r in _records(root, c)]
+
     def render(self, root):
         from benchmarks.compare_runs import card_comparison
-        records = [r for c in (*self.campaigns, "pointnext") for r in _records(root, c)]
+        records = self.records(root)
         # the last campaign is where this recipe's runs go: the card names it in the command for a missing baseline
         return "\n".join(card_comparison(self.folder(root), records, self.folds_only, campaign=self.campaigns[-1]))
 
@@ -292,7 +295,7 @@ BLOCKS = [
     Block("docs/RESULTS.md", "sh3d-vs-pointnext-512",
           versus_pointnext("sh3d", SH3D_CAMPAIGNS, folds_only=True, points=512)),
     Block("docs/RESULTS.md", "sh3d-entries-comparison",
-          entries_comparison("sh3d", (*SH3D_CAMPAIGNS, "sh3d-e100"), folds_only=True)),
+          entries_comparison("sh3d")),
     Block("docs/RESULTS.md", "sh3d-recipe-choice", recipe_choice(["sh3d-e50", "sh3d-recipe"])),
     Block("docs/RESULTS.md", "kicad33-pointpn-candidates",
           recipe_choice(["kicad33-recipe"], folds=False, base="pointpn-cpu", only=POINTPN_CANDIDATES)),

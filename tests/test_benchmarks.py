@@ -729,10 +729,11 @@ def test_the_entries_table_puts_the_fold_rows_of_each_card_side_by_side(tmp_path
                "pointnext": [record(f"n{k}", backbone="pointnext-sm", method="pointnext", fold=k, acc=0.6)
                              for k in (0, 1)]}
     monkeypatch.setattr(render, "_records", lambda root, c: records.get(c, []))
-    md = render.entries_comparison("t", ("c",), folds_only=True)(tmp_path)
+    monkeypatch.setattr(render, "BLOCKS", [render.CardBlock(e, ("c",), folds_only=True) for e in ("w", "m")])
+    md = render.entries_comparison("t")(tmp_path)
     body = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| backbone")]
     assert [ln.split(" | ")[:6] for ln in body] == [
         ["| whisper-tiny-en", "linear probe", "2 / 2", "70.0%", "50.0%", "+20.0"],
         ["| whisper-tiny-en", "PointNeXt-S (from scratch)", "2 / 2", "70.0%", "60.0%", "+10.0"]]
     records["c"] = records["c"][-2:]  # the shipped weights' runs only: no entry has fold runs
-    assert render.entries_comparison("t", ("c",), folds_only=True)(tmp_path) == "No finished runs yet."
+    assert render.entries_comparison("t")(tmp_path) == "No finished runs yet."
